@@ -1,0 +1,119 @@
+//! The command line: clap types and one file per subcommand. Subcommands call library
+//! functions; results go to stdout, diagnostics to stderr.
+//!
+//! Exit codes: 0 allow / valid / ok, 2 deny, 3 invalid input, 1 any other failure.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, FileConfig, Sources, Validation};
+
+mod authorize;
+mod serve;
+mod validate;
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_FAILURE: u8 = 1;
+pub const EXIT_DENY: u8 = 2;
+pub const EXIT_INVALID: u8 = 3;
+
+/// Just-in-time permission elevation: a Cedar decision sidecar with time-boxed grants.
+#[derive(Debug, Parser)]
+#[command(name = "elevate", version, after_help = "Exit codes: 0 allow/valid, 2 deny, 3 invalid input, 1 other failure.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the decision sidecar (HTTP API on loopback by default).
+    Serve(serve::ServeArgs),
+    /// Check everything `serve` would load; exit 0 if valid, 3 if not.
+    Validate(validate::ValidateArgs),
+    /// Decide one request; exit 0 for Allow, 2 for Deny, 3 for invalid input.
+    Authorize(authorize::AuthorizeArgs),
+}
+
+/// The inputs every subcommand loads. With none given at all (flags, environment or
+/// config file), the shipped defaults are used, relative to the working directory;
+/// once any input is named, only the named inputs are loaded.
+#[derive(Debug, Clone, Args)]
+pub struct InputArgs {
+    /// TOML file with the same settings as the flags; flags win.
+    #[arg(long, env = "ELEVATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// A `.cedar` file or a directory of them [default: policies]
+    #[arg(long, env = "ELEVATE_POLICIES")]
+    pub policies: Option<PathBuf>,
+    /// Schema: `.cedarschema`, or Cedar's JSON schema (`.json`) [default: schema/elevate.cedarschema]
+    #[arg(long, env = "ELEVATE_SCHEMA")]
+    pub schema: Option<PathBuf>,
+    /// Cedar entities JSON [default: deploy/local/entities.json]
+    #[arg(long, env = "ELEVATE_ENTITIES")]
+    pub entities: Option<PathBuf>,
+    /// Grant feed JSON file [default: deploy/local/grants.json]
+    #[arg(long, env = "ELEVATE_GRANTS")]
+    pub grants: Option<PathBuf>,
+    /// `strict`: policies and entities must validate; `warn`: log and serve anyway [default: strict]
+    #[arg(long, env = "ELEVATE_VALIDATION", value_enum)]
+    pub validation: Option<Validation>,
+}
+
+impl InputArgs {
+    /// The config file, if one was named.
+    ///
+    /// # Errors
+    /// It cannot be read or parsed.
+    pub fn file_config(&self) -> Result<FileConfig, config::ConfigError> {
+        match &self.config {
+            Some(path) => FileConfig::load(path),
+            None => Ok(FileConfig::default()),
+        }
+    }
+
+    /// Merges flags over the config file over the shipped defaults.
+    pub fn sources(&self, file: &FileConfig) -> Sources {
+        let policies = self.policies.clone().or_else(|| file.policies.clone());
+        let schema = self.schema.clone().or_else(|| file.schema.clone());
+        let entities = self.entities.clone().or_else(|| file.entities.clone());
+        let grants = self.grants.clone().or_else(|| file.grants.clone());
+        let validation = self.validation.or(file.validation).unwrap_or_default();
+        let none_named = policies.is_none() && schema.is_none() && entities.is_none() && grants.is_none();
+        if none_named {
+            return Sources {
+                policies: PathBuf::from(config::DEFAULT_POLICIES),
+                schema: Some(PathBuf::from(config::DEFAULT_SCHEMA)),
+                entities: Some(PathBuf::from(config::DEFAULT_ENTITIES)),
+                grants: Some(PathBuf::from(config::DEFAULT_GRANTS)),
+                validation,
+            };
+        }
+        Sources {
+            policies: policies.unwrap_or_else(|| PathBuf::from(config::DEFAULT_POLICIES)),
+            schema,
+            entities,
+            grants,
+            validation,
+        }
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    let code = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Validate(args) => validate::run(&args),
+        Command::Authorize(args) => authorize::run(&args),
+    };
+    ExitCode::from(code)
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error.
+fn print(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}

@@ -1,0 +1,291 @@
+//! The decision: `decide(&Snapshot, &Query, now) -> Outcome`. Pure: no I/O, no clock,
+//! no logging; it returns facts for the caller to log and count.
+//!
+//! Cost does not grow with the number of grants or with policies for other actions:
+//! the static policies are pre-sliced by action (a policy whose action scope cannot
+//! match the request contributes neither a reason nor an error, so leaving it out
+//! changes nothing), and grants are looked up by principal, filtered to those in
+//! force at `now`, and linked into a small per-request policy set. The two
+//! evaluations are combined with Cedar's own rule: any satisfied forbid denies,
+//! otherwise any satisfied permit allows.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use cedar_policy::{Authorizer, Decision, Entities, EntityUid, PolicyId, PolicySet, Response, SlotId};
+use jiff::Timestamp;
+
+use crate::feed::Grant;
+use crate::policy::{Bundle, action_constraint_matches};
+use crate::request::Query;
+use crate::snapshot::Snapshot;
+
+/// Static policies sliced by action, built per snapshot from the bundle and the
+/// action hierarchy in the entity store.
+#[derive(Debug)]
+pub struct Slices {
+    by_action: HashMap<EntityUid, PolicySet>,
+    /// Every static policy, for actions the hierarchy does not know.
+    all: PolicySet,
+}
+
+impl Slices {
+    /// Slices the bundle's static policies for every action the schema or entities know.
+    pub fn build(bundle: &Bundle, entities: &Entities) -> Self {
+        let mut actions: HashSet<EntityUid> = entities
+            .iter()
+            .map(cedar_policy::Entity::uid)
+            .filter(|uid| uid.type_name().basename() == "Action")
+            .collect();
+        if let Some(schema) = &bundle.schema {
+            actions.extend(schema.actions().cloned());
+        }
+        let by_action = actions
+            .into_iter()
+            .map(|action| {
+                let mut set = PolicySet::new();
+                for policy in bundle.statics.policies() {
+                    if action_constraint_matches(&policy.action_constraint(), &action, entities) {
+                        // Ids are unique in `statics`, so adding to a fresh set cannot fail.
+                        let _ = set.add(policy.clone());
+                    }
+                }
+                (action, set)
+            })
+            .collect();
+        Self {
+            by_action,
+            all: bundle.statics.clone(),
+        }
+    }
+
+    /// The static policies that can match `action`.
+    pub fn for_action(&self, action: &EntityUid) -> &PolicySet {
+        self.by_action.get(action).unwrap_or(&self.all)
+    }
+
+    /// Every static policy, unsliced: the reference the slices are proved against.
+    pub fn unsliced(&self) -> &PolicySet {
+        &self.all
+    }
+}
+
+/// An evaluation error of one policy; not an API error.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EvalError {
+    pub policy_id: String,
+    pub message: String,
+}
+
+/// What the engine decided and why.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub decision: Decision,
+    /// Determining policy ids (grant ids for grants), sorted.
+    pub reasons: Vec<PolicyId>,
+    /// Sorted by policy id.
+    pub errors: Vec<EvalError>,
+    /// The grants among the reasons of an Allow.
+    pub grants: Vec<Arc<Grant>>,
+    /// For an Allow that rests only on grants: when the last of them expires.
+    pub valid_until: Option<Timestamp>,
+    /// Grants were not considered because the feed is stale (fail closed).
+    pub grants_suspended: bool,
+}
+
+impl Outcome {
+    pub fn is_allow(&self) -> bool {
+        self.decision == Decision::Allow
+    }
+}
+
+/// Decides `query` against `snapshot` as of `now`.
+pub fn decide(snapshot: &Snapshot, query: &Query, now: Timestamp) -> Outcome {
+    let entities = query
+        .entities
+        .as_ref()
+        .unwrap_or(&snapshot.store.entities);
+    let authorizer = Authorizer::new();
+    let statics = snapshot.slices.for_action(&query.action);
+    let static_response = authorizer.is_authorized(&query.request, statics, entities);
+
+    let grants_suspended = snapshot.grants_suspended(now);
+    let active = if grants_suspended {
+        Vec::new()
+    } else {
+        active_grants(snapshot, query, entities, now)
+    };
+    if active.is_empty() {
+        let mut outcome = from_responses(&static_response, None, &[]);
+        outcome.grants_suspended = grants_suspended;
+        return outcome;
+    }
+    let (set, link_errors) = link_grants(&snapshot.bundle, &active);
+    let grant_response = authorizer.is_authorized(&query.request, &set, entities);
+    let mut outcome = from_responses(&static_response, Some(&grant_response), &active);
+    if !link_errors.is_empty() {
+        outcome.errors.extend(link_errors);
+        outcome.errors.sort_by(|a, b| a.policy_id.cmp(&b.policy_id));
+    }
+    outcome
+}
+
+/// The principal's grants (and, for `principal in ?principal` roles, its groups')
+/// that are in force at `now` and whose role can match the action.
+fn active_grants(
+    snapshot: &Snapshot,
+    query: &Query,
+    entities: &Entities,
+    now: Timestamp,
+) -> Vec<Arc<Grant>> {
+    let index = &snapshot.grants;
+    if index.is_empty() {
+        return Vec::new();
+    }
+    let bundle = &snapshot.bundle;
+    let mut found: Vec<Arc<Grant>> = Vec::new();
+    let mut take = |grants: &[Arc<Grant>]| {
+        for grant in grants {
+            let Some(role) = bundle.roles.get(&grant.role) else {
+                continue;
+            };
+            if grant.in_force(now) && role.may_match_action(&query.action, entities) {
+                found.push(Arc::clone(grant));
+            }
+        }
+    };
+    take(index.of(&query.principal));
+    if bundle.any_role_principal_in
+        && let Some(ancestors) = entities.ancestors(&query.principal)
+    {
+        for group in ancestors {
+            take(index.of(group));
+        }
+    }
+    found
+}
+
+fn link_grants(bundle: &Bundle, grants: &[Arc<Grant>]) -> (PolicySet, Vec<EvalError>) {
+    let mut set = PolicySet::new();
+    let mut errors = Vec::new();
+    let mut added: HashSet<&PolicyId> = HashSet::new();
+    for grant in grants {
+        let Some(role) = bundle.roles.get(&grant.role) else {
+            continue;
+        };
+        if added.insert(&grant.role)
+            && let Err(err) = set.add_template(role.template.clone())
+        {
+            errors.push(EvalError {
+                policy_id: grant.id.to_string(),
+                message: err.to_string(),
+            });
+            continue;
+        }
+        let slots = HashMap::from([
+            (SlotId::principal(), grant.principal.clone()),
+            (SlotId::resource(), grant.scope.clone()),
+        ]);
+        if let Err(err) = set.link(grant.role.clone(), grant.id.clone(), slots) {
+            // Cannot happen for a grant the feed accepted; if it does, the grant
+            // simply does not apply (fail closed) and the answer says why.
+            errors.push(EvalError {
+                policy_id: grant.id.to_string(),
+                message: err.to_string(),
+            });
+        }
+    }
+    (set, errors)
+}
+
+fn from_responses(statics: &Response, grants: Option<&Response>, active: &[Arc<Grant>]) -> Outcome {
+    let mut forbids: Vec<PolicyId> = Vec::new();
+    let mut permits: Vec<PolicyId> = Vec::new();
+    let mut errors: Vec<EvalError> = Vec::new();
+    for response in std::iter::once(statics).chain(grants) {
+        let reasons = response.diagnostics().reason().cloned();
+        // Cedar reports satisfied permits for an Allow and satisfied forbids for a Deny.
+        match response.decision() {
+            Decision::Allow => permits.extend(reasons),
+            Decision::Deny => forbids.extend(reasons),
+        }
+        errors.extend(response.diagnostics().errors().map(|e| {
+            let cedar_policy::AuthorizationError::PolicyEvaluationError(inner) = e;
+            EvalError {
+                policy_id: inner.policy_id().to_string(),
+                message: e.to_string(),
+            }
+        }));
+    }
+    let (decision, mut reasons) = if !forbids.is_empty() {
+        (Decision::Deny, forbids)
+    } else if !permits.is_empty() {
+        (Decision::Allow, permits)
+    } else {
+        (Decision::Deny, Vec::new())
+    };
+    reasons.sort_unstable_by(|a, b| AsRef::<str>::as_ref(a).cmp(AsRef::<str>::as_ref(b)));
+    errors.sort_by(|a, b| a.policy_id.cmp(&b.policy_id));
+
+    let mut grants = Vec::new();
+    let mut valid_until = None;
+    if decision == Decision::Allow && !active.is_empty() {
+        let by_id: HashMap<&PolicyId, &Arc<Grant>> = active.iter().map(|g| (&g.id, g)).collect();
+        grants = reasons
+            .iter()
+            .filter_map(|r| by_id.get(r).map(|g| Arc::clone(g)))
+            .collect();
+        if !grants.is_empty() && grants.len() == reasons.len() {
+            valid_until = grants.iter().map(|g| g.expires_at).max();
+        }
+    }
+    Outcome {
+        decision,
+        reasons,
+        errors,
+        grants,
+        valid_until,
+        grants_suspended: false,
+    }
+}
+
+/// The same question asked of Cedar with every policy and every in-force grant in
+/// one set: the reference the sliced evaluation must equal. Tests and benchmarks only.
+pub fn decide_unsliced(snapshot: &Snapshot, query: &Query, now: Timestamp) -> (Decision, Vec<String>, Vec<String>) {
+    let entities = query
+        .entities
+        .as_ref()
+        .unwrap_or(&snapshot.store.entities);
+    let mut set = snapshot.slices.unsliced().clone();
+    let grants: Vec<Arc<Grant>> = snapshot
+        .grants
+        .iter()
+        .filter(|g| g.in_force(now) && !snapshot.grants_suspended(now))
+        .cloned()
+        .collect();
+    let (linked, _) = link_grants(&snapshot.bundle, &grants);
+    for template in linked.templates() {
+        let _ = set.add_template(template.clone());
+    }
+    for policy in linked.policies() {
+        if let (Some(template), Some(slots)) = (policy.template_id(), policy.template_links()) {
+            let _ = set.link(template.clone(), policy.id().clone(), slots);
+        }
+    }
+    let response = Authorizer::new().is_authorized(&query.request, &set, entities);
+    let mut reasons: Vec<String> = response.diagnostics().reason().map(ToString::to_string).collect();
+    reasons.sort();
+    let mut errors: Vec<String> = response
+        .diagnostics()
+        .errors()
+        .map(|e| {
+            let cedar_policy::AuthorizationError::PolicyEvaluationError(inner) = e;
+            inner.policy_id().to_string()
+        })
+        .collect();
+    errors.sort();
+    (response.decision(), reasons, errors)
+}
+
+#[cfg(test)]
+mod tests;

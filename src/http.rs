@@ -1,0 +1,531 @@
+//! The HTTP API: the hyper service, routing, body limits, JSON in and out, the one
+//! `ApiError` → status mapping, and health, readiness, status and metrics endpoints.
+//!
+//! A request loads the snapshot once and uses that `Arc` throughout; nothing here
+//! touches disk or network while answering. Connections are bounded in number, in
+//! header time and in idle time.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cedar_policy::Decision;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use jiff::Timestamp;
+use serde::Serialize;
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::{DecisionLog, DecisionRecord, GrantUse};
+use crate::config::HttpConfig;
+use crate::engine::{self, EvalError, Outcome};
+use crate::metrics::{Metrics, Route};
+use crate::request::{self, Body, RequestError};
+use crate::snapshot::{Snapshot, Store};
+
+/// The clock decisions are taken at; injectable so tests can step it.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(Timestamp::now)
+}
+
+/// Everything a request handler needs, shared by all connections.
+pub struct App {
+    pub store: Arc<Store>,
+    pub metrics: Arc<Metrics>,
+    pub log: DecisionLog,
+    pub config: HttpConfig,
+    pub clock: Clock,
+}
+
+/// A client's mistake or our failure, mapped to one status by [`ApiError::status`].
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error("`requests[{index}]`: {error}")]
+    BatchItem { index: usize, error: RequestError },
+    #[error("request body is larger than the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("cannot read request body: {0}")]
+    Body(String),
+    #[error("no route for `{method} {path}`")]
+    NotFound { method: String, path: String },
+    #[error("`{path}` does not allow `{method}`; use `{allowed}`")]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allowed: &'static str,
+    },
+    #[error("not ready: {0}")]
+    NotReady(String),
+}
+
+impl ApiError {
+    /// 400/422 for client mistakes, 413 for size, 404/405 for routing, 503 when not ready.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Request(e) | Self::BatchItem { error: e, .. } => {
+                if e.is_unprocessable() {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                } else {
+                    StatusCode::BAD_REQUEST
+                }
+            }
+            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Body(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn into_response(self) -> Response<Full<Bytes>> {
+        let status = self.status();
+        let mut response = json_response(status, &json!({ "error": self.to_string() }));
+        if let Self::MethodNotAllowed { allowed, .. } = self {
+            response
+                .headers_mut()
+                .insert(hyper::header::ALLOW, HeaderValue::from_static(allowed));
+        }
+        response
+    }
+}
+
+fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// The answer to one decision request; field names as cedar-agent's.
+#[derive(Debug, Serialize)]
+pub struct Answer {
+    pub decision: &'static str,
+    pub diagnostics: Diagnostics,
+    pub grants: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid_until: Option<Timestamp>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub grants_suspended: bool,
+    pub decision_id: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Diagnostics {
+    pub reason: Vec<String>,
+    pub errors: Vec<EvalError>,
+}
+
+fn decision_str(decision: Decision) -> &'static str {
+    match decision {
+        Decision::Allow => "Allow",
+        Decision::Deny => "Deny",
+    }
+}
+
+impl App {
+    /// Decides one parsed body against `snapshot` and records it.
+    fn decide(&self, snapshot: &Snapshot, body: Body, now: Timestamp) -> Result<Answer, RequestError> {
+        let started = Instant::now();
+        let query = request::build_query(body, &snapshot.bundle, &snapshot.store, snapshot.validation)?;
+        let outcome = engine::decide(snapshot, &query, now);
+        self.metrics
+            .decision(outcome.is_allow(), !outcome.grants.is_empty(), started.elapsed());
+        let decision_id = self.log.next_id();
+        if self.log.enabled() {
+            self.log.submit(record(&decision_id, snapshot, &query, &outcome, now));
+        }
+        tracing::debug!(
+            decision_id = %decision_id,
+            decision = decision_str(outcome.decision),
+            grants = outcome.grants.len(),
+            "decided"
+        );
+        Ok(Answer {
+            decision: decision_str(outcome.decision),
+            diagnostics: Diagnostics {
+                reason: outcome.reasons.iter().map(ToString::to_string).collect(),
+                errors: outcome.errors,
+            },
+            grants: outcome.grants.iter().map(|g| g.id.to_string()).collect(),
+            valid_until: outcome.valid_until,
+            grants_suspended: outcome.grants_suspended,
+            decision_id,
+        })
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let route = match path.as_str() {
+            "/v1/is_authorized" => Route::IsAuthorized,
+            "/v1/batch_is_authorized" => Route::Batch,
+            "/healthz" => Route::Health,
+            "/readyz" => Route::Ready,
+            "/v1/status" => Route::Status,
+            "/metrics" => Route::Metrics,
+            _ => Route::Other,
+        };
+        let result = self.route(route, &method, &path, req).await;
+        let response = result.unwrap_or_else(ApiError::into_response);
+        self.metrics.response(route, response.status().as_u16());
+        response
+    }
+
+    async fn route(
+        &self,
+        route: Route,
+        method: &Method,
+        path: &str,
+        req: Request<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, ApiError> {
+        let wrong_method = |allowed| ApiError::MethodNotAllowed {
+            method: method.to_string(),
+            path: path.to_owned(),
+            allowed,
+        };
+        match route {
+            Route::IsAuthorized | Route::Batch if method != Method::POST => Err(wrong_method("POST")),
+            Route::Health | Route::Ready | Route::Status | Route::Metrics
+                if method != Method::GET && method != Method::HEAD =>
+            {
+                Err(wrong_method("GET"))
+            }
+            Route::IsAuthorized => {
+                let bytes = self.read_body(req).await?;
+                let body: Body = parse_json(&bytes)?;
+                let snapshot = self.store.current();
+                let answer = self.decide(&snapshot, body, (self.clock)())?;
+                Ok(json_response(StatusCode::OK, &answer))
+            }
+            Route::Batch => {
+                let bytes = self.read_body(req).await?;
+                #[derive(serde::Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Batch {
+                    requests: Vec<Body>,
+                }
+                let batch: Batch = parse_json(&bytes)?;
+                // One snapshot and one instant for the whole batch: its answers agree.
+                let snapshot = self.store.current();
+                let now = (self.clock)();
+                let mut results = Vec::with_capacity(batch.requests.len());
+                for (index, body) in batch.requests.into_iter().enumerate() {
+                    let answer = self
+                        .decide(&snapshot, body, now)
+                        .map_err(|error| ApiError::BatchItem { index, error })?;
+                    results.push(answer);
+                }
+                Ok(json_response(StatusCode::OK, &json!({ "results": results })))
+            }
+            Route::Health => Ok(json_response(StatusCode::OK, &json!({ "status": "alive" }))),
+            Route::Ready => {
+                let snapshot = self.store.current();
+                let now = (self.clock)();
+                if snapshot.grants_suspended(now) {
+                    return Err(ApiError::NotReady(
+                        "the grant feed is older than its maximum age; grants are suspended".into(),
+                    ));
+                }
+                Ok(json_response(
+                    StatusCode::OK,
+                    &json!({ "status": "ready", "generation": snapshot.generation }),
+                ))
+            }
+            Route::Status => Ok(json_response(StatusCode::OK, &self.status_document())),
+            Route::Metrics => {
+                let snapshot = self.store.current();
+                let text = self
+                    .metrics
+                    .render(&snapshot, &self.store.status(), (self.clock)());
+                let mut response = Response::new(Full::new(Bytes::from(text)));
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                Ok(response)
+            }
+            Route::Other => Err(ApiError::NotFound {
+                method: method.to_string(),
+                path: path.to_owned(),
+            }),
+        }
+    }
+
+    fn status_document(&self) -> serde_json::Value {
+        let snapshot = self.store.current();
+        let now = (self.clock)();
+        let inputs: serde_json::Map<String, serde_json::Value> = self
+            .store
+            .status()
+            .into_iter()
+            .map(|(input, status)| {
+                (
+                    input.as_str().to_owned(),
+                    serde_json::to_value(status).unwrap_or_default(),
+                )
+            })
+            .collect();
+        let rejected: Vec<_> = snapshot.grants.rejected.iter().take(100).collect();
+        json!({
+            "generation": snapshot.generation,
+            "revisions": snapshot.revisions,
+            "validation": snapshot.validation,
+            "inputs": inputs,
+            "grants": {
+                "accepted": snapshot.grants.len(),
+                "in_force": snapshot.grants.in_force_count(now),
+                "rejected_count": snapshot.grants.rejected.len(),
+                "rejected": rejected,
+                "suspended": snapshot.grants_suspended(now),
+            },
+            "policies": {
+                "static": snapshot.bundle.statics.policies().count(),
+                "roles": snapshot.bundle.roles.keys().map(ToString::to_string).collect::<Vec<_>>(),
+                "findings": snapshot.bundle.findings.len() + snapshot.store.findings.len(),
+            },
+            "entities": snapshot.store.entities.len(),
+        })
+    }
+
+    async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, ApiError> {
+        let limit = self.config.max_body;
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(ApiError::TooLarge { limit });
+        }
+        match Limited::new(req.into_body(), limit).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(ApiError::TooLarge { limit }),
+            Err(err) => Err(ApiError::Body(err.to_string())),
+        }
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::Request(RequestError::Json(e.to_string())))
+}
+
+fn record(
+    decision_id: &str,
+    snapshot: &Snapshot,
+    query: &request::Query,
+    outcome: &Outcome,
+    now: Timestamp,
+) -> DecisionRecord {
+    DecisionRecord {
+        decision_id: decision_id.to_owned(),
+        time: now,
+        principal: query.principal.to_string(),
+        action: query.action.to_string(),
+        resource: query.resource.to_string(),
+        decision: decision_str(outcome.decision),
+        reasons: outcome.reasons.iter().map(ToString::to_string).collect(),
+        errors: outcome.errors.iter().map(|e| e.policy_id.clone()).collect(),
+        grants: outcome
+            .grants
+            .iter()
+            .map(|g| GrantUse {
+                id: g.id.to_string(),
+                role: g.role.to_string(),
+                scope: g.scope.to_string(),
+                expires_at: g.expires_at,
+                ticket: g.ticket.clone(),
+            })
+            .collect(),
+        valid_until: outcome.valid_until,
+        grants_suspended: outcome.grants_suspended,
+        generation: snapshot.generation,
+        revisions: snapshot.revisions.clone(),
+    }
+}
+
+/// Serves `app` on an already-bound listener until `shutdown`, then drains in-flight
+/// requests for at most `grace`.
+///
+/// # Errors
+/// Accepting fails in a way that is not about one connection.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let permits = Arc::new(Semaphore::new(app.config.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(app.config.header_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    let builder = Arc::new(builder);
+    loop {
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => break,
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let activity = Arc::new(Activity::new());
+        let io = TokioIo::new(Tracked {
+            inner: stream,
+            activity: Arc::clone(&activity),
+        });
+        let handler = Arc::clone(&app);
+        let service = hyper::service::service_fn(move |req| {
+            let app = Arc::clone(&handler);
+            async move { Ok::<_, Infallible>(app.handle(req).await) }
+        });
+        let conn = builder.serve_connection_with_upgrades(io, service).into_owned();
+        let conn = graceful.watch(conn);
+        let idle = idle_for(activity, app.config.idle_timeout);
+        tokio::spawn(async move {
+            let _permit = permit;
+            tokio::select! {
+                result = conn => {
+                    if let Err(err) = result {
+                        tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
+                    }
+                }
+                () = idle => {
+                    tracing::debug!(peer = %peer, "closing idle connection");
+                }
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!("shutdown grace period over; closing connections still open");
+        }
+    }
+    Ok(())
+}
+
+/// When a connection last moved a byte, as milliseconds since it was accepted.
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// Resolves once the connection has moved no byte for `timeout`.
+async fn idle_for(activity: Arc<Activity>, timeout: Duration) {
+    loop {
+        let deadline = activity.last() + timeout;
+        if Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep_until(deadline.into()).await;
+    }
+}
+
+/// A socket that records activity, for the idle timeout.
+struct Tracked<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        poll
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        poll
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        poll
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests;

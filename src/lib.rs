@@ -1,0 +1,35 @@
+//! elevate: just-in-time permission elevation on Cedar. A decision sidecar that
+//! combines workspace-scoped roles with time-boxed elevation grants.
+//!
+//! # Layout
+//!
+//! * [`config`]: typed settings, defaults, the TOML file.
+//! * [`policy`]: policies, schema and entities; Cedar validation; elevation roles.
+//! * [`feed`]: the grant feed, grant checks, the `GrantIndex` by principal.
+//! * [`request`]: decision requests (UIDs, context, per-request entities).
+//! * [`snapshot`]: the live `Snapshot`, reload, watchers, status.
+//! * [`engine`]: `decide(&Snapshot, &Query, now)`, pure.
+//! * [`http`]: the HTTP API.
+//! * [`metrics`]: Prometheus metrics on a caller-owned registry.
+//! * [`audit`]: the decision log writer.
+//! * [`cli`]: the command line; [`shutdown`]: signals.
+//!
+//! ```text
+//! policies/ schema/ entities ─┬─> snapshot: load → validate → swap ─> ArcSwap<Snapshot>
+//! grant feed (file) ──────────┘                                          │ one load per request
+//! request ─> http ─> request::build_query ─> engine::decide(&snapshot, &query, now)
+//!                                          ─> answer, decision record, metrics
+//! ```
+
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod feed;
+pub mod fuzzing;
+pub mod http;
+pub mod metrics;
+pub mod policy;
+pub mod request;
+pub mod shutdown;
+pub mod snapshot;

@@ -1,0 +1,189 @@
+//! Prometheus metrics: one [`Metrics`] registered on a registry the caller owns, so two
+//! servers in one process never collide. Labels are small closed sets, never ids.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::feed::RejectReason;
+use crate::snapshot::{Input, InputStatus, Snapshot};
+
+/// Every metric elevate exports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    decisions: IntCounterVec,
+    decision_seconds: Histogram,
+    reloads: IntCounterVec,
+    generation: IntGauge,
+    grants: IntGauge,
+    grants_in_force: IntGauge,
+    grants_rejected: IntCounterVec,
+    input_age: IntGaugeVec,
+    decision_log_dropped: IntCounter,
+    responses: IntCounterVec,
+}
+
+/// Routes, for the `route` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    IsAuthorized,
+    Batch,
+    Health,
+    Ready,
+    Status,
+    Metrics,
+    Other,
+}
+
+impl Route {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::IsAuthorized => "is_authorized",
+            Self::Batch => "batch_is_authorized",
+            Self::Health => "healthz",
+            Self::Ready => "readyz",
+            Self::Status => "status",
+            Self::Metrics => "metrics",
+            Self::Other => "other",
+        }
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric on `registry`.
+    ///
+    /// # Errors
+    /// A metric of the same name is already registered there.
+    pub fn new(registry: Registry) -> Result<Self, prometheus::Error> {
+        let decisions = IntCounterVec::new(
+            Opts::new("elevate_decisions_total", "Decisions by outcome and whether a grant was used"),
+            &["decision", "grant"],
+        )?;
+        let decision_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "elevate_decision_duration_seconds",
+                "Time to decide one request, parsing and engine, without HTTP",
+            )
+            .buckets(vec![
+                0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5,
+                0.005, 0.01, 0.05,
+            ]),
+        )?;
+        let reloads = IntCounterVec::new(
+            Opts::new("elevate_reload_total", "Reloads by input and outcome"),
+            &["input", "outcome"],
+        )?;
+        let generation = IntGauge::new("elevate_snapshot_generation", "Generation of the live snapshot")?;
+        let grants = IntGauge::new("elevate_grants", "Grants accepted from the feed, in force or not")?;
+        let grants_in_force = IntGauge::new("elevate_grants_in_force", "Grants in force at scrape time")?;
+        let grants_rejected = IntCounterVec::new(
+            Opts::new("elevate_grants_rejected_total", "Grants rejected from the feed, by reason"),
+            &["reason"],
+        )?;
+        let input_age = IntGaugeVec::new(
+            Opts::new(
+                "elevate_input_age_seconds",
+                "Seconds since each input was last loaded successfully",
+            ),
+            &["input"],
+        )?;
+        let decision_log_dropped = IntCounter::new(
+            "elevate_decision_log_dropped_total",
+            "Decision records dropped because the log queue was full (never records that used a grant)",
+        )?;
+        let responses = IntCounterVec::new(
+            Opts::new("elevate_http_responses_total", "HTTP responses by route and status code"),
+            &["route", "code"],
+        )?;
+        registry.register(Box::new(decisions.clone()))?;
+        registry.register(Box::new(decision_seconds.clone()))?;
+        registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(generation.clone()))?;
+        registry.register(Box::new(grants.clone()))?;
+        registry.register(Box::new(grants_in_force.clone()))?;
+        registry.register(Box::new(grants_rejected.clone()))?;
+        registry.register(Box::new(input_age.clone()))?;
+        registry.register(Box::new(decision_log_dropped.clone()))?;
+        registry.register(Box::new(responses.clone()))?;
+        // Pre-create label values so every series exists from the first scrape.
+        for decision in ["allow", "deny"] {
+            for grant in ["used", "none"] {
+                decisions.with_label_values(&[decision, grant]);
+            }
+        }
+        for input in Input::ALL {
+            for outcome in ["ok", "error"] {
+                reloads.with_label_values(&[input.as_str(), outcome]);
+            }
+        }
+        for reason in RejectReason::ALL {
+            grants_rejected.with_label_values(&[reason.as_str()]);
+        }
+        Ok(Self {
+            registry,
+            decisions,
+            decision_seconds,
+            reloads,
+            generation,
+            grants,
+            grants_in_force,
+            grants_rejected,
+            input_age,
+            decision_log_dropped,
+            responses,
+        })
+    }
+
+    pub fn decision(&self, allow: bool, used_grant: bool, elapsed: Duration) {
+        let decision = if allow { "allow" } else { "deny" };
+        let grant = if used_grant { "used" } else { "none" };
+        self.decisions.with_label_values(&[decision, grant]).inc();
+        self.decision_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn reload(&self, input: Input, ok: bool) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.reloads.with_label_values(&[input.as_str(), outcome]).inc();
+    }
+
+    pub fn grant_rejected(&self, reason: RejectReason) {
+        self.grants_rejected.with_label_values(&[reason.as_str()]).inc();
+    }
+
+    pub fn decision_log_dropped(&self) {
+        self.decision_log_dropped.inc();
+    }
+
+    pub fn response(&self, route: Route, code: u16) {
+        self.responses
+            .with_label_values(&[route.as_str(), &code.to_string()])
+            .inc();
+    }
+
+    pub fn observe_snapshot(&self, snapshot: &Snapshot, now: Timestamp) {
+        self.generation.set(i64::try_from(snapshot.generation).unwrap_or(i64::MAX));
+        self.grants.set(i64::try_from(snapshot.grants.len()).unwrap_or(i64::MAX));
+        self.grants_in_force
+            .set(i64::try_from(snapshot.grants.in_force_count(now)).unwrap_or(i64::MAX));
+    }
+
+    /// Renders the text exposition, refreshing the time-dependent gauges first.
+    pub fn render(&self, snapshot: &Snapshot, status: &[(Input, InputStatus)], now: Timestamp) -> String {
+        self.observe_snapshot(snapshot, now);
+        for (input, s) in status {
+            if let Some(at) = s.last_reload {
+                let age = at.duration_until(now).as_secs().max(0);
+                self.input_age.with_label_values(&[input.as_str()]).set(age);
+            }
+        }
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}

@@ -1,0 +1,253 @@
+//! The decision request: UIDs in both JSON forms, context parsed with the schema,
+//! and per-request entities merged with the entity store without copying it.
+//!
+//! Merging works on a slice: the entities a request can reach (its principal,
+//! action, resource, entities named in its context or in the policies, and
+//! everything reachable from those through attributes, tags and parents) are
+//! copied out of the store next to the body's entities. A request without body
+//! entities uses the store as it is and pays nothing.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+
+use cedar_policy::{
+    Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, EvalResult, Request, Schema,
+};
+use serde::Deserialize;
+
+use crate::config::Validation;
+use crate::policy::{Bundle, EntityStore, one_line};
+
+/// A client mistake in a decision request. Every variant is a 4xx.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RequestError {
+    #[error("request body is not valid JSON: {0}")]
+    Json(String),
+    #[error("`{field}`: {message}")]
+    Uid { field: &'static str, message: String },
+    #[error("`context`: {0}")]
+    Context(String),
+    #[error("`entities`: {0}")]
+    Entities(String),
+    #[error("`entities`: entity `{0}` is already in the entity store; a request may add entities, not replace them")]
+    EntityConflict(String),
+    #[error("request does not conform to the schema: {0}")]
+    Schema(String),
+}
+
+impl RequestError {
+    /// Unparseable input is a 400; well-formed input the schema rejects is a 422.
+    pub fn is_unprocessable(&self) -> bool {
+        matches!(
+            self,
+            Self::Schema(_) | Self::Context(_) | Self::Entities(_) | Self::EntityConflict(_)
+        )
+    }
+}
+
+/// The JSON body of `POST /v1/is_authorized` (field names as in cedar-agent).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Body {
+    pub principal: serde_json::Value,
+    pub action: serde_json::Value,
+    pub resource: serde_json::Value,
+    #[serde(default)]
+    pub context: Option<serde_json::Value>,
+    #[serde(default)]
+    pub entities: Option<serde_json::Value>,
+}
+
+/// A request ready for the engine: Cedar's `Request` plus the entities to use.
+#[derive(Debug)]
+pub struct Query {
+    pub principal: EntityUid,
+    pub action: EntityUid,
+    pub resource: EntityUid,
+    pub request: Request,
+    /// `Some` only when the body brought entities: the merged slice for this request.
+    pub entities: Option<Entities>,
+}
+
+/// Parses a UID given as `Type::"id"`, `{"type": .., "id": ..}` or `{"__entity": {..}}`.
+///
+/// # Errors
+/// Any other shape, or a type name that is not a Cedar name.
+pub fn parse_uid(value: &serde_json::Value) -> Result<EntityUid, String> {
+    match value {
+        serde_json::Value::String(text) => EntityUid::from_str(text).map_err(|e| {
+            format!("`{text}` is not an entity UID like `User::\"alice\"`: {}", one_line(&e))
+        }),
+        serde_json::Value::Object(map) => {
+            if let Some(inner) = map.get("__entity")
+                && map.len() == 1
+            {
+                return parse_uid(inner);
+            }
+            let (Some(ty), Some(id), 2) = (
+                map.get("type").and_then(|v| v.as_str()),
+                map.get("id").and_then(|v| v.as_str()),
+                map.len(),
+            ) else {
+                return Err("expected `{\"type\": \"...\", \"id\": \"...\"}`".into());
+            };
+            let ty = EntityTypeName::from_str(ty)
+                .map_err(|e| format!("`{ty}` is not an entity type name: {}", one_line(&e)))?;
+            Ok(EntityUid::from_type_name_and_id(ty, EntityId::new(id)))
+        }
+        _ => Err("expected a string like `User::\"alice\"` or an object with `type` and `id`".into()),
+    }
+}
+
+/// Builds a [`Query`] from a body against one bundle and entity store.
+///
+/// # Errors
+/// Malformed UIDs, context or entities, or a request the schema rejects.
+pub fn build_query(
+    body: Body,
+    bundle: &Bundle,
+    store: &EntityStore,
+    validation: Validation,
+) -> Result<Query, RequestError> {
+    let uid = |field: &'static str, v: &serde_json::Value| {
+        parse_uid(v).map_err(|message| RequestError::Uid { field, message })
+    };
+    let principal = uid("principal", &body.principal)?;
+    let action = uid("action", &body.action)?;
+    let resource = uid("resource", &body.resource)?;
+    let schema = bundle.schema.as_ref();
+
+    let context = match &body.context {
+        None => Context::empty(),
+        Some(serde_json::Value::Null) => Context::empty(),
+        Some(value) => Context::from_json_value(value.clone(), schema.map(|s| (s, &action)))
+            .map_err(|e| RequestError::Context(one_line(&e)))?,
+    };
+    let request = Request::new(
+        principal.clone(),
+        action.clone(),
+        resource.clone(),
+        context,
+        schema,
+    )
+    .map_err(|e| RequestError::Schema(one_line(&e)))?;
+
+    let entities = match body.entities {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Array(a)) if a.is_empty() => None,
+        Some(value) => {
+            let mut roots = vec![principal.clone(), action.clone(), resource.clone()];
+            if let Some(ctx) = &body.context {
+                collect_json_uids(ctx, &mut roots);
+            }
+            roots.extend(bundle.entity_literals.iter().cloned());
+            Some(merge_entities(value, roots, schema, &store.entities, validation)?)
+        }
+    };
+    Ok(Query {
+        principal,
+        action,
+        resource,
+        request,
+        entities,
+    })
+}
+
+fn merge_entities(
+    value: serde_json::Value,
+    mut roots: Vec<EntityUid>,
+    schema: Option<&Schema>,
+    base: &Entities,
+    validation: Validation,
+) -> Result<Entities, RequestError> {
+    let parsed = match Entities::from_json_value(value.clone(), schema) {
+        Ok(parsed) => parsed,
+        Err(err) if validation == Validation::Warn && schema.is_some() => {
+            tracing::debug!(error = %one_line(&err), "request entities do not conform to the schema");
+            Entities::from_json_value(value, None).map_err(|e| RequestError::Entities(one_line(&e)))?
+        }
+        Err(err) => return Err(RequestError::Entities(one_line(&err))),
+    };
+    let is_action = |uid: &EntityUid| schema.is_some_and(|s| s.actions().any(|a| a == uid));
+    let mut body: Vec<&Entity> = Vec::new();
+    for entity in parsed.iter() {
+        let uid = entity.uid();
+        if is_action(&uid) {
+            // The schema's own copy of an action entity; it is in the store already.
+            continue;
+        }
+        if base.get(&uid).is_some() {
+            return Err(RequestError::EntityConflict(uid.to_string()));
+        }
+        roots.push(uid);
+        body.push(entity);
+    }
+
+    let mut seen: HashSet<EntityUid> = HashSet::new();
+    let mut slice: Vec<Entity> = Vec::new();
+    while let Some(uid) = roots.pop() {
+        if !seen.insert(uid.clone()) {
+            continue;
+        }
+        let entity = match parsed.get(&uid).filter(|_| !is_action(&uid)) {
+            Some(e) => e,
+            None => match base.get(&uid) {
+                Some(e) => e,
+                None => continue,
+            },
+        };
+        for (_, value) in entity.attrs().chain(entity.tags()) {
+            if let Ok(value) = value {
+                collect_value_uids(&value, &mut roots);
+            }
+        }
+        let (_, _, parents) = entity.clone().into_inner();
+        roots.extend(parents);
+        // With a schema, `from_entities` adds the schema's action entities itself.
+        if !(schema.is_some() && is_action(&uid)) {
+            slice.push(entity.clone());
+        }
+    }
+    match Entities::from_entities(slice.clone(), schema) {
+        Ok(entities) => Ok(entities),
+        Err(err) if validation == Validation::Warn && schema.is_some() => {
+            let plain =
+                Entities::from_entities(slice, None).map_err(|e| RequestError::Entities(one_line(&e)))?;
+            tracing::debug!(error = %one_line(&err), "merged entities do not conform to the schema");
+            Ok(plain)
+        }
+        Err(err) => Err(RequestError::Entities(one_line(&err))),
+    }
+}
+
+fn collect_value_uids(value: &EvalResult, out: &mut Vec<EntityUid>) {
+    match value {
+        EvalResult::EntityUid(uid) => out.push(uid.clone()),
+        EvalResult::Set(set) => set.iter().for_each(|v| collect_value_uids(v, out)),
+        EvalResult::Record(record) => record.iter().for_each(|(_, v)| collect_value_uids(v, out)),
+        _ => {}
+    }
+}
+
+/// Every JSON object that could denote an entity, conservatively: a superset costs
+/// nothing but a lookup, a miss would change a decision.
+fn collect_json_uids(value: &serde_json::Value, out: &mut Vec<EntityUid>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Ok(uid) = parse_uid(value) {
+                out.push(uid);
+            }
+            map.values().for_each(|v| collect_json_uids(v, out));
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_json_uids(v, out)),
+        serde_json::Value::String(text) if text.contains("::") => {
+            if let Ok(uid) = EntityUid::from_str(text) {
+                out.push(uid);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,592 @@
+//! The live [`Snapshot`] behind an `ArcSwap`, how a reload builds and swaps a new one,
+//! the file watchers and rescan timer that trigger reloads, and reload status.
+//!
+//! INVARIANT: a published snapshot is never mutated. A reload reads the inputs from
+//! disk again, builds a whole candidate off the request path and swaps it in only if
+//! it is complete; an input that fails keeps its last good version, and the failure
+//! is recorded (log, metric, `/v1/status`). The request path only calls `current()`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use jiff::Timestamp;
+use notify::Watcher;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ReloadConfig, Sources, Validation};
+use crate::engine::Slices;
+use crate::feed::{self, Document, GrantIndex};
+use crate::metrics::Metrics;
+use crate::policy::{self, Bundle, EntityStore, PolicyError, SourceFile};
+
+/// One reloadable input. The label set of `elevate_reload_total{input}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Input {
+    Policies,
+    Schema,
+    Entities,
+    Grants,
+}
+
+impl Input {
+    pub const ALL: [Self; 4] = [Self::Policies, Self::Schema, Self::Entities, Self::Grants];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Policies => "policies",
+            Self::Schema => "schema",
+            Self::Entities => "entities",
+            Self::Grants => "grants",
+        }
+    }
+}
+
+/// Revision of each input: a content hash for files, the feed's own `revision`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Revisions {
+    pub policies: String,
+    pub schema: Option<String>,
+    pub entities: Option<String>,
+    pub grants: Option<String>,
+}
+
+/// Everything a decision needs, immutable.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub bundle: Arc<Bundle>,
+    pub store: Arc<EntityStore>,
+    pub slices: Arc<Slices>,
+    pub grants: Arc<GrantIndex>,
+    pub generation: u64,
+    pub revisions: Revisions,
+    pub validation: Validation,
+    /// Grants are suspended from this instant on (a stale remote feed); `None` for a
+    /// file feed, which is as fresh as the file.
+    pub feed_deadline: Option<Timestamp>,
+}
+
+impl Snapshot {
+    /// Elevation fails closed once the feed is older than its allowed age.
+    pub fn grants_suspended(&self, now: Timestamp) -> bool {
+        self.feed_deadline.is_some_and(|deadline| now >= deadline)
+    }
+
+    /// Builds a snapshot from sources already read, as `validate` and `authorize` do.
+    ///
+    /// # Errors
+    /// Any input is invalid.
+    pub fn build(raw: &RawInputs, validation: Validation) -> Result<Self, LoadError> {
+        let bundle = Bundle::build(raw.policies.clone(), raw.schema.as_ref(), validation)
+            .map_err(|e| LoadError::Policy(Input::Policies, e))?;
+        let store = EntityStore::build(raw.entities.as_ref(), bundle.schema.as_ref(), validation)
+            .map_err(|e| LoadError::Policy(Input::Entities, e))?;
+        let grants = match &raw.feed {
+            Some(doc) => GrantIndex::build(doc, &bundle),
+            None => GrantIndex::default(),
+        };
+        let slices = Slices::build(&bundle, &store.entities);
+        Ok(Self {
+            revisions: raw.revisions(),
+            bundle: Arc::new(bundle),
+            store: Arc::new(store),
+            slices: Arc::new(slices),
+            grants: Arc::new(grants),
+            generation: 1,
+            validation,
+            feed_deadline: None,
+        })
+    }
+}
+
+/// A load that cannot produce a snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{input}: {source}", input = .0.as_str(), source = .1)]
+    Policy(Input, #[source] PolicyError),
+    #[error("grants: cannot read `{path}`: {source}")]
+    FeedRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("grants: `{path}`: {source}")]
+    Feed {
+        path: PathBuf,
+        #[source]
+        source: feed::FeedError,
+    },
+}
+
+impl LoadError {
+    pub fn input(&self) -> Input {
+        match self {
+            Self::Policy(input, _) => *input,
+            Self::FeedRead { .. } | Self::Feed { .. } => Input::Grants,
+        }
+    }
+}
+
+/// The inputs as read from disk, with their content hashes.
+#[derive(Debug, Clone)]
+pub struct RawInputs {
+    pub policies: Vec<SourceFile>,
+    pub schema: Option<SourceFile>,
+    pub entities: Option<SourceFile>,
+    pub feed: Option<Document>,
+    pub feed_hash: Option<String>,
+}
+
+impl RawInputs {
+    /// Reads every configured input.
+    ///
+    /// # Errors
+    /// The first input that cannot be read or parsed.
+    pub fn load(sources: &Sources) -> Result<Self, LoadError> {
+        let policies = policy::load_policy_files(&sources.policies)
+            .map_err(|e| LoadError::Policy(Input::Policies, e))?;
+        let schema = sources
+            .schema
+            .as_deref()
+            .map(SourceFile::load)
+            .transpose()
+            .map_err(|e| LoadError::Policy(Input::Schema, e))?;
+        let entities = sources
+            .entities
+            .as_deref()
+            .map(SourceFile::load)
+            .transpose()
+            .map_err(|e| LoadError::Policy(Input::Entities, e))?;
+        let (feed, feed_hash) = match &sources.grants {
+            Some(path) => {
+                let (doc, hash) = load_feed(path)?;
+                (Some(doc), Some(hash))
+            }
+            None => (None, None),
+        };
+        Ok(Self {
+            policies,
+            schema,
+            entities,
+            feed,
+            feed_hash,
+        })
+    }
+
+    fn revisions(&self) -> Revisions {
+        Revisions {
+            policies: hash_files(&self.policies),
+            schema: self.schema.as_ref().map(|f| hash_files(std::slice::from_ref(f))),
+            entities: self.entities.as_ref().map(|f| hash_files(std::slice::from_ref(f))),
+            grants: self.feed.as_ref().map(|d| d.revision.clone()),
+        }
+    }
+}
+
+fn load_feed(path: &Path) -> Result<(Document, String), LoadError> {
+    let bytes = std::fs::read(path).map_err(|source| LoadError::FeedRead {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let hash = hash_bytes(&bytes);
+    let doc = feed::parse_document(&bytes).map_err(|source| LoadError::Feed {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok((doc, hash))
+}
+
+fn hash_bytes(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+fn hash_files(files: &[SourceFile]) -> String {
+    let mut hasher = Sha256::new();
+    for f in files {
+        hasher.update(f.path.as_os_str().as_encoded_bytes());
+        hasher.update([0]);
+        hasher.update(f.text.as_bytes());
+        hasher.update([0]);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Reload bookkeeping of one input, as `/v1/status` shows it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct InputStatus {
+    pub path: Option<PathBuf>,
+    pub revision: Option<String>,
+    pub last_reload: Option<Timestamp>,
+    pub last_attempt: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub reloads: u64,
+    pub failures: u64,
+}
+
+/// The live snapshot and how it got there.
+pub struct Store {
+    current: ArcSwap<Snapshot>,
+    sources: Sources,
+    /// Owned by the reloader (one at a time, serialized by this lock); read by `/v1/status`.
+    /// A std `Mutex`: sections are short and never cross an `.await`.
+    state: Mutex<ReloadState>,
+    metrics: Arc<Metrics>,
+}
+
+struct ReloadState {
+    last_good: RawInputs,
+    status: HashMap<Input, InputStatus>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("generation", &self.current().generation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Loads every input; at startup a bad input is fatal.
+    ///
+    /// # Errors
+    /// Any input cannot be read or is invalid.
+    pub fn load(sources: Sources, metrics: Arc<Metrics>, now: Timestamp) -> Result<Self, LoadError> {
+        let raw = RawInputs::load(&sources)?;
+        let snapshot = Snapshot::build(&raw, sources.validation)?;
+        for finding in snapshot.bundle.findings.iter().chain(&snapshot.store.findings) {
+            tracing::warn!(finding = %finding, "validation finding (served anyway)");
+        }
+        log_rejections(&snapshot.grants, &metrics);
+        let mut status = HashMap::new();
+        for input in Input::ALL {
+            let path = input_path(&sources, input);
+            let revision = revision_of(&snapshot.revisions, input);
+            if path.is_some() || input == Input::Policies {
+                status.insert(
+                    input,
+                    InputStatus {
+                        path: path.map(Path::to_path_buf),
+                        revision,
+                        last_reload: Some(now),
+                        last_attempt: Some(now),
+                        reloads: 1,
+                        ..InputStatus::default()
+                    },
+                );
+            }
+        }
+        metrics.observe_snapshot(&snapshot, now);
+        let store = Self {
+            current: ArcSwap::from_pointee(snapshot),
+            sources,
+            state: Mutex::new(ReloadState {
+                last_good: raw,
+                status,
+            }),
+            metrics,
+        };
+        Ok(store)
+    }
+
+    /// The snapshot to use for one whole request.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    pub fn sources(&self) -> &Sources {
+        &self.sources
+    }
+
+    /// Reload status of every configured input.
+    pub fn status(&self) -> Vec<(Input, InputStatus)> {
+        let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut all: Vec<_> = state.status.iter().map(|(k, v)| (*k, v.clone())).collect();
+        all.sort_by_key(|(k, _)| *k);
+        all
+    }
+
+    /// Re-reads every input from disk and swaps in a new snapshot if anything changed.
+    /// Blocking: run it off the async runtime. Returns whether a new snapshot went live.
+    pub fn reload(&self, now: Timestamp) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = self.current();
+        let validation = self.sources.validation;
+        let mut candidate = state.last_good.clone();
+        let mut changed: Vec<Input> = Vec::new();
+        let mut failed: Vec<(Input, String)> = Vec::new();
+
+        // Read each input; an unreadable one keeps its last good version.
+        match policy::load_policy_files(&self.sources.policies) {
+            Ok(files) if hash_files(&files) != current.revisions.policies => {
+                candidate.policies = files;
+                changed.push(Input::Policies);
+            }
+            Ok(_) => {}
+            Err(e) => failed.push((Input::Policies, e.to_string())),
+        }
+        if let Some(path) = &self.sources.schema {
+            match SourceFile::load(path) {
+                Ok(file) if Some(hash_files(std::slice::from_ref(&file))) != current.revisions.schema => {
+                    candidate.schema = Some(file);
+                    changed.push(Input::Schema);
+                }
+                Ok(_) => {}
+                Err(e) => failed.push((Input::Schema, e.to_string())),
+            }
+        }
+        if let Some(path) = &self.sources.entities {
+            match SourceFile::load(path) {
+                Ok(file) if Some(hash_files(std::slice::from_ref(&file))) != current.revisions.entities => {
+                    candidate.entities = Some(file);
+                    changed.push(Input::Entities);
+                }
+                Ok(_) => {}
+                Err(e) => failed.push((Input::Entities, e.to_string())),
+            }
+        }
+        if let Some(path) = &self.sources.grants {
+            match std::fs::read(path) {
+                Ok(bytes) => {
+                    let hash = hash_bytes(&bytes);
+                    if Some(&hash) != state.last_good.feed_hash.as_ref() {
+                        match feed::parse_document(&bytes) {
+                            Ok(doc) => {
+                                candidate.feed = Some(doc);
+                                candidate.feed_hash = Some(hash);
+                                changed.push(Input::Grants);
+                            }
+                            Err(e) => failed.push((Input::Grants, format!("`{}`: {e}", path.display()))),
+                        }
+                    }
+                }
+                Err(e) => failed.push((Input::Grants, format!("cannot read `{}`: {e}", path.display()))),
+            }
+        }
+        // A failed earlier attempt may have left the file as it is now: report it again
+        // only if it is still failing, and forget errors of inputs that now read fine.
+        if changed.is_empty() && failed.is_empty() {
+            for input in Input::ALL {
+                if let Some(s) = state.status.get_mut(&input) {
+                    s.last_attempt = Some(now);
+                }
+            }
+            return false;
+        }
+
+        // Build in dependency order; a stage that fails drops its inputs' changes.
+        let policy_changed = changed.contains(&Input::Policies) || changed.contains(&Input::Schema);
+        let mut bundle = Arc::clone(&current.bundle);
+        if policy_changed {
+            match Bundle::build(candidate.policies.clone(), candidate.schema.as_ref(), validation) {
+                Ok(b) => bundle = Arc::new(b),
+                Err(e) => {
+                    for input in [Input::Policies, Input::Schema] {
+                        if changed.contains(&input) {
+                            failed.push((input, e.to_string()));
+                        }
+                    }
+                    changed.retain(|i| !matches!(i, Input::Policies | Input::Schema));
+                    candidate.policies = state.last_good.policies.clone();
+                    candidate.schema = state.last_good.schema.clone();
+                }
+            }
+        }
+        let bundle_rebuilt = !Arc::ptr_eq(&bundle, &current.bundle);
+        let mut store = Arc::clone(&current.store);
+        if bundle_rebuilt || changed.contains(&Input::Entities) {
+            match EntityStore::build(candidate.entities.as_ref(), bundle.schema.as_ref(), validation) {
+                Ok(s) => store = Arc::new(s),
+                Err(e) if changed.contains(&Input::Entities) && !bundle_rebuilt => {
+                    failed.push((Input::Entities, e.to_string()));
+                    changed.retain(|i| *i != Input::Entities);
+                    candidate.entities = state.last_good.entities.clone();
+                }
+                Err(e) => {
+                    // The new schema rejects the entities: the policy change is what fails.
+                    let message = format!("entities no longer conform: {e}");
+                    for input in [Input::Policies, Input::Schema, Input::Entities] {
+                        if changed.contains(&input) {
+                            failed.push((input, message.clone()));
+                        }
+                    }
+                    changed.retain(|i| *i == Input::Grants);
+                    candidate.policies = state.last_good.policies.clone();
+                    candidate.schema = state.last_good.schema.clone();
+                    candidate.entities = state.last_good.entities.clone();
+                    bundle = Arc::clone(&current.bundle);
+                }
+            }
+        }
+        let bundle_rebuilt = !Arc::ptr_eq(&bundle, &current.bundle);
+        let store_rebuilt = !Arc::ptr_eq(&store, &current.store);
+        let grants = if bundle_rebuilt || changed.contains(&Input::Grants) {
+            match &candidate.feed {
+                Some(doc) => Arc::new(GrantIndex::build(doc, &bundle)),
+                None => Arc::new(GrantIndex::default()),
+            }
+        } else {
+            Arc::clone(&current.grants)
+        };
+        let slices = if bundle_rebuilt || store_rebuilt {
+            Arc::new(Slices::build(&bundle, &store.entities))
+        } else {
+            Arc::clone(&current.slices)
+        };
+
+        for (input, message) in &failed {
+            tracing::error!(input = input.as_str(), error = %message, "reload failed; keeping the last good version");
+            self.metrics.reload(*input, false);
+            let s = state.status.entry(*input).or_default();
+            s.last_attempt = Some(now);
+            s.last_error = Some(message.clone());
+            s.failures += 1;
+        }
+        if changed.is_empty() {
+            return false;
+        }
+        let snapshot = Snapshot {
+            revisions: candidate.revisions(),
+            bundle,
+            store,
+            slices,
+            grants,
+            generation: current.generation + 1,
+            validation,
+            feed_deadline: current.feed_deadline,
+        };
+        if bundle_rebuilt {
+            for finding in &snapshot.bundle.findings {
+                tracing::warn!(finding = %finding, "validation finding (served anyway)");
+            }
+        }
+        if !Arc::ptr_eq(&snapshot.grants, &current.grants) {
+            log_rejections(&snapshot.grants, &self.metrics);
+        }
+        for input in &changed {
+            self.metrics.reload(*input, true);
+            let s = state.status.entry(*input).or_default();
+            s.revision = revision_of(&snapshot.revisions, *input);
+            s.last_reload = Some(now);
+            s.last_attempt = Some(now);
+            s.last_error = None;
+            s.reloads += 1;
+        }
+        tracing::info!(
+            generation = snapshot.generation,
+            inputs = ?changed,
+            grants = snapshot.grants.len(),
+            "snapshot reloaded"
+        );
+        self.metrics.observe_snapshot(&snapshot, now);
+        state.last_good = candidate;
+        self.current.store(Arc::new(snapshot));
+        true
+    }
+}
+
+fn input_path(sources: &Sources, input: Input) -> Option<&Path> {
+    match input {
+        Input::Policies => Some(&sources.policies),
+        Input::Schema => sources.schema.as_deref(),
+        Input::Entities => sources.entities.as_deref(),
+        Input::Grants => sources.grants.as_deref(),
+    }
+}
+
+fn revision_of(revisions: &Revisions, input: Input) -> Option<String> {
+    match input {
+        Input::Policies => Some(revisions.policies.clone()),
+        Input::Schema => revisions.schema.clone(),
+        Input::Entities => revisions.entities.clone(),
+        Input::Grants => revisions.grants.clone(),
+    }
+}
+
+fn log_rejections(grants: &GrantIndex, metrics: &Metrics) {
+    for rejection in &grants.rejected {
+        tracing::warn!(reason = rejection.reason.as_str(), "rejected {rejection}");
+        metrics.grant_rejected(rejection.reason);
+    }
+}
+
+/// Watches the inputs' directories and rescans on a timer; reloads until `cancel`.
+///
+/// Events only signal; the reload re-reads from disk after `debounce` of quiet, so a
+/// burst of writes, a rename or a ConfigMap symlink swap all end in one reload.
+///
+/// # Errors
+/// The watcher cannot be created or a directory cannot be watched.
+pub fn spawn_reloader(
+    store: Arc<Store>,
+    config: ReloadConfig,
+    cancel: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, notify::Error> {
+    let (tx, mut rx) = mpsc::channel::<()>(1);
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| !e.kind.is_access()) {
+            // Full means a signal is already pending; one is enough.
+            let _ = tx.try_send(());
+        }
+    })?;
+    for (dir, mode) in watch_dirs(store.sources()) {
+        watcher.watch(&dir, mode)?;
+    }
+    Ok(tokio::spawn(async move {
+        // Dropping the watcher stops its thread, so it lives as long as this task.
+        let _watcher = watcher;
+        let mut rescan = tokio::time::interval(config.rescan);
+        rescan.tick().await;
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                Some(()) = rx.recv() => {
+                    // Wait for quiet: every further event restarts the debounce.
+                    loop {
+                        tokio::select! {
+                            () = cancel.cancelled() => return,
+                            () = tokio::time::sleep(config.debounce) => break,
+                            Some(()) = rx.recv() => {}
+                        }
+                    }
+                }
+                _ = rescan.tick() => {}
+            }
+            let store = Arc::clone(&store);
+            let _ = tokio::task::spawn_blocking(move || store.reload(Timestamp::now())).await;
+        }
+    }))
+}
+
+/// Directories to watch: the parent of each file input (files are replaced by rename,
+/// so the file itself is the wrong thing to watch) and the policy directory, recursively.
+fn watch_dirs(sources: &Sources) -> Vec<(PathBuf, notify::RecursiveMode)> {
+    let mut dirs: Vec<(PathBuf, notify::RecursiveMode)> = Vec::new();
+    let mut add = |dir: PathBuf, mode| {
+        if !dirs.iter().any(|(d, m)| d == &dir && *m == mode) {
+            dirs.push((dir, mode));
+        }
+    };
+    if sources.policies.is_dir() {
+        add(sources.policies.clone(), notify::RecursiveMode::Recursive);
+    }
+    let files = [Some(&sources.policies), sources.schema.as_ref(), sources.entities.as_ref(), sources.grants.as_ref()];
+    for path in files.into_iter().flatten().filter(|p| !p.is_dir()) {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        add(dir, notify::RecursiveMode::NonRecursive);
+    }
+    dirs
+}
