@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{self, FileConfig, Sources, Validation};
 
 mod authorize;
-mod serve;
+pub mod serve;
 mod validate;
 
 pub const EXIT_OK: u8 = 0;

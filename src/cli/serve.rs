@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
 
 use super::{EXIT_FAILURE, EXIT_INVALID, EXIT_OK, InputArgs};
@@ -123,21 +122,6 @@ pub fn run(args: ServeArgs) -> u8 {
 }
 
 async fn serve(config: Config) -> u8 {
-    let registry = prometheus::Registry::new();
-    let metrics = match Metrics::new(registry) {
-        Ok(m) => Arc::new(m),
-        Err(err) => {
-            eprintln!("error: metrics: {err}");
-            return EXIT_FAILURE;
-        }
-    };
-    let store = match Store::load(config.sources.clone(), Arc::clone(&metrics), Timestamp::now()) {
-        Ok(s) => Arc::new(s),
-        Err(err) => {
-            eprintln!("error: {err}");
-            return EXIT_INVALID;
-        }
-    };
     let listener = match tokio::net::TcpListener::bind(config.http.listen).await {
         Ok(l) => l,
         Err(err) => {
@@ -145,46 +129,20 @@ async fn serve(config: Config) -> u8 {
             return EXIT_FAILURE;
         }
     };
-    let (log, writer) = match DecisionLog::spawn(&config.decision_log, config.decision_queue, Arc::clone(&metrics)) {
-        Ok(pair) => pair,
-        Err(err) => {
-            eprintln!("error: cannot open the decision log: {err}");
-            return EXIT_FAILURE;
-        }
-    };
     let cancel = CancellationToken::new();
     crate::shutdown::cancel_on_signal(cancel.clone());
-    let reloader = match snapshot::spawn_reloader(Arc::clone(&store), config.reload.clone(), cancel.clone()) {
-        Ok(handle) => handle,
+    let running = match start(config, listener, http::system_clock(), prometheus::Registry::new(), cancel) {
+        Ok(r) => r,
+        Err(StartError::Load(err)) => {
+            eprintln!("error: {err}");
+            return EXIT_INVALID;
+        }
         Err(err) => {
-            eprintln!("error: cannot watch the inputs: {err}");
+            eprintln!("error: {err}");
             return EXIT_FAILURE;
         }
     };
-    let snap = store.current();
-    tracing::info!(
-        listen = %config.http.listen,
-        generation = snap.generation,
-        policies = snap.bundle.statics.policies().count(),
-        roles = snap.bundle.roles.len(),
-        entities = snap.store.entities.len(),
-        grants = snap.grants.len(),
-        "elevate serving"
-    );
-    drop(snap);
-    let app = Arc::new(App {
-        store,
-        metrics,
-        log,
-        config: config.http.clone(),
-        clock: http::system_clock(),
-    });
-    let result = http::serve(listener, app, cancel.clone(), config.shutdown_grace).await;
-    cancel.cancel();
-    let _ = reloader.await;
-    // The writer thread drains and syncs; blocking here is the point of shutting down.
-    let _ = tokio::task::spawn_blocking(move || writer.finish()).await;
-    match result {
+    match running.wait().await {
         Ok(()) => {
             tracing::info!("stopped");
             EXIT_OK
@@ -194,4 +152,97 @@ async fn serve(config: Config) -> u8 {
             EXIT_FAILURE
         }
     }
+}
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Load(#[from] crate::snapshot::LoadError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("cannot open the decision log: {0}")]
+    DecisionLog(std::io::Error),
+    #[error("cannot watch the inputs: {0}")]
+    Watch(#[from] notify::Error),
+}
+
+/// A started server: its address, its store, and the task that ends after shutdown.
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    pub store: Arc<Store>,
+    pub cancel: CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Waits until the server has drained, the reloader stopped and the log is synced.
+    ///
+    /// # Errors
+    /// The server failed.
+    pub async fn wait(self) -> std::io::Result<()> {
+        self.task.await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+
+    /// Cancels and waits.
+    ///
+    /// # Errors
+    /// The server failed.
+    pub async fn stop(self) -> std::io::Result<()> {
+        self.cancel.cancel();
+        self.wait().await
+    }
+}
+
+/// Loads the inputs and serves on `listener` until `cancel`: the entry point of
+/// `serve` and of the integration tests (which bind `127.0.0.1:0`).
+///
+/// # Errors
+/// An input is invalid at startup (fatal), or metrics, the log or the watcher fail.
+pub fn start(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    clock: http::Clock,
+    registry: prometheus::Registry,
+    cancel: CancellationToken,
+) -> Result<Running, StartError> {
+    let metrics = Arc::new(Metrics::new(registry)?);
+    let store = Arc::new(Store::load(config.sources.clone(), Arc::clone(&metrics), clock())?);
+    let (log, writer) = DecisionLog::spawn(&config.decision_log, config.decision_queue, Arc::clone(&metrics))
+        .map_err(StartError::DecisionLog)?;
+    let reloader = snapshot::spawn_reloader(Arc::clone(&store), config.reload.clone(), cancel.clone())?;
+    let addr = listener.local_addr().map_err(StartError::DecisionLog)?;
+    let snap = store.current();
+    tracing::info!(
+        listen = %addr,
+        generation = snap.generation,
+        policies = snap.bundle.statics.policies().count(),
+        roles = snap.bundle.roles.len(),
+        entities = snap.store.entities.len(),
+        grants = snap.grants.len(),
+        "elevate serving"
+    );
+    drop(snap);
+    let app = Arc::new(App {
+        store: Arc::clone(&store),
+        metrics,
+        log,
+        config: config.http.clone(),
+        clock,
+    });
+    let token = cancel.clone();
+    let task = tokio::spawn(async move {
+        let result = http::serve(listener, app, token.clone(), config.shutdown_grace).await;
+        token.cancel();
+        let _ = reloader.await;
+        // The writer thread drains and syncs; blocking here is the point of shutting down.
+        let _ = tokio::task::spawn_blocking(move || writer.finish()).await;
+        result
+    });
+    Ok(Running {
+        addr,
+        store,
+        cancel,
+        task,
+    })
 }
