@@ -84,9 +84,13 @@ impl DecisionLog {
     ///
     /// # Errors
     /// The log file cannot be opened for appending.
-    pub fn spawn(target: &Target, capacity: usize, metrics: Arc<Metrics>) -> std::io::Result<(Self, Writer)> {
+    pub fn spawn(
+        target: &Target,
+        capacity: usize,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<(Self, Writer)> {
         let prefix: Arc<str> = format!("{:x}", Timestamp::now().as_millisecond()).into();
-        let sink: Box<dyn Write + Send> = match target {
+        let sink = match target {
             Target::Off => {
                 let log = Self {
                     shared: None,
@@ -102,15 +106,14 @@ impl DecisionLog {
                     },
                 ));
             }
-            Target::Stdout => Box::new(std::io::stdout()),
-            Target::File(path) => Box::new(
+            Target::Stdout => Sink::Stdout(std::io::stdout()),
+            Target::File(path) => Sink::File(
                 std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)?,
             ),
         };
-        let sync = matches!(target, Target::File(_));
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 records: VecDeque::new(),
@@ -122,7 +125,7 @@ impl DecisionLog {
         let for_thread = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("decision-log".into())
-            .spawn(move || write_loop(&for_thread, sink, sync))?;
+            .spawn(move || write_loop(&for_thread, sink))?;
         Ok((
             Self {
                 shared: Some(Arc::clone(&shared)),
@@ -173,7 +176,11 @@ impl Writer {
 
     fn close(&mut self) {
         if let Some(shared) = self.shared.take() {
-            shared.queue.lock().unwrap_or_else(PoisonError::into_inner).closed = true;
+            shared
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .closed = true;
             shared.ready.notify_all();
         }
         if let Some(thread) = self.thread.take() {
@@ -188,13 +195,37 @@ impl Drop for Writer {
     }
 }
 
-fn write_loop(shared: &Shared, sink: Box<dyn Write + Send>, sync_file: bool) {
+enum Sink {
+    Stdout(std::io::Stdout),
+    File(std::fs::File),
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Stdout(s) => s.write(buf),
+            Self::File(f) => f.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Stdout(s) => s.flush(),
+            Self::File(f) => f.flush(),
+        }
+    }
+}
+
+fn write_loop(shared: &Shared, sink: Sink) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, sink);
     loop {
         let (batch, closed) = {
             let mut queue = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
             while queue.records.is_empty() && !queue.closed {
-                queue = shared.ready.wait(queue).unwrap_or_else(PoisonError::into_inner);
+                queue = shared
+                    .ready
+                    .wait(queue)
+                    .unwrap_or_else(PoisonError::into_inner);
             }
             (std::mem::take(&mut queue.records), queue.closed)
         };
@@ -207,10 +238,10 @@ fn write_loop(shared: &Shared, sink: Box<dyn Write + Send>, sync_file: bool) {
             tracing::error!(error = %err, "decision log write failed");
         }
         if closed {
-            if sync_file {
-                // Best effort: `BufWriter` over a boxed writer cannot reach `sync_all`,
-                // and a flushed append-only file is durable once the kernel writes it.
-                let _ = out.get_mut().flush();
+            if let Sink::File(file) = out.get_ref()
+                && let Err(err) = file.sync_all()
+            {
+                tracing::error!(error = %err, "decision log sync failed");
             }
             return;
         }
@@ -280,8 +311,11 @@ mod tests {
             .map(|r| r.decision_id.clone())
             .collect();
         assert_eq!(ids, ["1", "2", "4"]);
-        let text = metrics.render_registry_for_tests();
-        assert!(text.contains("elevate_decision_log_dropped_total 1"), "{text}");
+        let text = metrics.encode();
+        assert!(
+            text.contains("elevate_decision_log_dropped_total 1"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -295,7 +329,10 @@ mod tests {
         }
         writer.finish();
         let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         // The writer drains while we submit, so drops are possible but grant records never drop.
         let grant_lines = lines.iter().filter(|l| l.get("grants").is_some()).count();
         assert_eq!(grant_lines, 15);

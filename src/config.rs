@@ -29,7 +29,9 @@ pub const DEFAULT_DECISION_QUEUE: usize = 65_536;
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// How validation findings are treated at load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Validation {
     /// Policies and entities must validate against the schema.
@@ -200,7 +202,8 @@ mod tests {
     fn file_config_rejects_unknown_keys() {
         let err = toml::from_str::<FileConfig>("listen = \"127.0.0.1:1\"\nlisten_addr = 3\n");
         assert!(err.is_err());
-        let ok: FileConfig = toml::from_str("listen = \"127.0.0.1:1\"\nvalidation = \"warn\"\n").unwrap();
+        let ok: FileConfig =
+            toml::from_str("listen = \"127.0.0.1:1\"\nvalidation = \"warn\"\n").unwrap();
         assert_eq!(ok.validation, Some(Validation::Warn));
         assert_eq!(ok.listen.as_deref(), Some("127.0.0.1:1"));
     }

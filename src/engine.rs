@@ -12,7 +12,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use cedar_policy::{Authorizer, Decision, Entities, EntityUid, PolicyId, PolicySet, Response, SlotId};
+use cedar_policy::{
+    Authorizer, Decision, Entities, EntityUid, PolicyId, PolicySet, Response, SlotId,
+};
 use jiff::Timestamp;
 
 use crate::feed::Grant;
@@ -101,10 +103,7 @@ impl Outcome {
 
 /// Decides `query` against `snapshot` as of `now`.
 pub fn decide(snapshot: &Snapshot, query: &Query, now: Timestamp) -> Outcome {
-    let entities = query
-        .entities
-        .as_ref()
-        .unwrap_or(&snapshot.store.entities);
+    let entities = query.entities.as_ref().unwrap_or(&snapshot.store.entities);
     let authorizer = Authorizer::new();
     let statics = snapshot.slices.for_action(&query.action);
     let static_response = authorizer.is_authorized(&query.request, statics, entities);
@@ -251,11 +250,12 @@ fn from_responses(statics: &Response, grants: Option<&Response>, active: &[Arc<G
 
 /// The same question asked of Cedar with every policy and every in-force grant in
 /// one set: the reference the sliced evaluation must equal. Tests and benchmarks only.
-pub fn decide_unsliced(snapshot: &Snapshot, query: &Query, now: Timestamp) -> (Decision, Vec<String>, Vec<String>) {
-    let entities = query
-        .entities
-        .as_ref()
-        .unwrap_or(&snapshot.store.entities);
+pub fn decide_unsliced(
+    snapshot: &Snapshot,
+    query: &Query,
+    now: Timestamp,
+) -> (Decision, Vec<String>, Vec<String>) {
+    let entities = query.entities.as_ref().unwrap_or(&snapshot.store.entities);
     let mut set = snapshot.slices.unsliced().clone();
     let grants: Vec<Arc<Grant>> = snapshot
         .grants
@@ -273,7 +273,11 @@ pub fn decide_unsliced(snapshot: &Snapshot, query: &Query, now: Timestamp) -> (D
         }
     }
     let response = Authorizer::new().is_authorized(&query.request, &set, entities);
-    let mut reasons: Vec<String> = response.diagnostics().reason().map(ToString::to_string).collect();
+    let mut reasons: Vec<String> = response
+        .diagnostics()
+        .reason()
+        .map(ToString::to_string)
+        .collect();
     reasons.sort();
     let mut errors: Vec<String> = response
         .diagnostics()

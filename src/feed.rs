@@ -241,7 +241,10 @@ fn check_grant(
         return Err(reject(RejectReason::Malformed, "`id` is empty".into()));
     }
     if seen.contains(&g.id) {
-        return Err(reject(RejectReason::DuplicateId, format!("id `{}` appears more than once", g.id)));
+        return Err(reject(
+            RejectReason::DuplicateId,
+            format!("id `{}` appears more than once", g.id),
+        ));
     }
     if bundle.ids.contains(&g.id) {
         return Err(reject(
@@ -251,12 +254,16 @@ fn check_grant(
     }
     let principal = parse_uid(&g.principal)
         .map_err(|e| reject(RejectReason::Malformed, format!("`principal`: {e}")))?;
-    let scope = parse_uid(&g.scope).map_err(|e| reject(RejectReason::Malformed, format!("`scope`: {e}")))?;
+    let scope = parse_uid(&g.scope)
+        .map_err(|e| reject(RejectReason::Malformed, format!("`scope`: {e}")))?;
     let role_id = PolicyId::new(&g.role);
     let Some(role) = bundle.roles.get(&role_id) else {
         return Err(reject(
             RejectReason::UnknownRole,
-            format!("role `{}` is not an elevation template in the policies", g.role),
+            format!(
+                "role `{}` is not an elevation template in the policies",
+                g.role
+            ),
         ));
     };
     if let Some(schema) = &bundle.schema

@@ -143,15 +143,25 @@ fn decision_str(decision: Decision) -> &'static str {
 
 impl App {
     /// Decides one parsed body against `snapshot` and records it.
-    fn decide(&self, snapshot: &Snapshot, body: Body, now: Timestamp) -> Result<Answer, RequestError> {
+    fn decide(
+        &self,
+        snapshot: &Snapshot,
+        body: Body,
+        now: Timestamp,
+    ) -> Result<Answer, RequestError> {
         let started = Instant::now();
-        let query = request::build_query(body, &snapshot.bundle, &snapshot.store, snapshot.validation)?;
+        let query =
+            request::build_query(body, &snapshot.bundle, &snapshot.store, snapshot.validation)?;
         let outcome = engine::decide(snapshot, &query, now);
-        self.metrics
-            .decision(outcome.is_allow(), !outcome.grants.is_empty(), started.elapsed());
+        self.metrics.decision(
+            outcome.is_allow(),
+            !outcome.grants.is_empty(),
+            started.elapsed(),
+        );
         let decision_id = self.log.next_id();
         if self.log.enabled() {
-            self.log.submit(record(&decision_id, snapshot, &query, &outcome, now));
+            self.log
+                .submit(record(&decision_id, snapshot, &query, &outcome, now));
         }
         tracing::debug!(
             decision_id = %decision_id,
@@ -203,7 +213,9 @@ impl App {
             allowed,
         };
         match route {
-            Route::IsAuthorized | Route::Batch if method != Method::POST => Err(wrong_method("POST")),
+            Route::IsAuthorized | Route::Batch if method != Method::POST => {
+                Err(wrong_method("POST"))
+            }
             Route::Health | Route::Ready | Route::Status | Route::Metrics
                 if method != Method::GET && method != Method::HEAD =>
             {
@@ -234,7 +246,10 @@ impl App {
                         .map_err(|error| ApiError::BatchItem { index, error })?;
                     results.push(answer);
                 }
-                Ok(json_response(StatusCode::OK, &json!({ "results": results })))
+                Ok(json_response(
+                    StatusCode::OK,
+                    &json!({ "results": results }),
+                ))
             }
             Route::Health => Ok(json_response(StatusCode::OK, &json!({ "status": "alive" }))),
             Route::Ready => {
@@ -318,7 +333,9 @@ impl App {
         }
         match Limited::new(req.into_body(), limit).collect().await {
             Ok(collected) => Ok(collected.to_bytes()),
-            Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(ApiError::TooLarge { limit }),
+            Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+                Err(ApiError::TooLarge { limit })
+            }
             Err(err) => Err(ApiError::Body(err.to_string())),
         }
     }
@@ -381,7 +398,10 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(app.config.header_timeout)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256);
     let builder = Arc::new(builder);
     loop {
         let permit = tokio::select! {
@@ -414,7 +434,9 @@ pub async fn serve(
             let app = Arc::clone(&handler);
             async move { Ok::<_, Infallible>(app.handle(req).await) }
         });
-        let conn = builder.serve_connection_with_upgrades(io, service).into_owned();
+        let conn = builder
+            .serve_connection_with_upgrades(io, service)
+            .into_owned();
         let conn = graceful.watch(conn);
         let idle = idle_for(activity, app.config.idle_timeout);
         tokio::spawn(async move {
@@ -483,7 +505,11 @@ struct Tracked<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() > before {
@@ -494,7 +520,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();

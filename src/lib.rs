@@ -33,3 +33,5 @@ pub mod policy;
 pub mod request;
 pub mod shutdown;
 pub mod snapshot;
+#[cfg(test)]
+mod testutil;

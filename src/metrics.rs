@@ -61,7 +61,10 @@ impl Metrics {
     /// A metric of the same name is already registered there.
     pub fn new(registry: Registry) -> Result<Self, prometheus::Error> {
         let decisions = IntCounterVec::new(
-            Opts::new("elevate_decisions_total", "Decisions by outcome and whether a grant was used"),
+            Opts::new(
+                "elevate_decisions_total",
+                "Decisions by outcome and whether a grant was used",
+            ),
             &["decision", "grant"],
         )?;
         let decision_seconds = Histogram::with_opts(
@@ -70,19 +73,29 @@ impl Metrics {
                 "Time to decide one request, parsing and engine, without HTTP",
             )
             .buckets(vec![
-                0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5,
-                0.005, 0.01, 0.05,
+                0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001,
+                0.002_5, 0.005, 0.01, 0.05,
             ]),
         )?;
         let reloads = IntCounterVec::new(
             Opts::new("elevate_reload_total", "Reloads by input and outcome"),
             &["input", "outcome"],
         )?;
-        let generation = IntGauge::new("elevate_snapshot_generation", "Generation of the live snapshot")?;
-        let grants = IntGauge::new("elevate_grants", "Grants accepted from the feed, in force or not")?;
-        let grants_in_force = IntGauge::new("elevate_grants_in_force", "Grants in force at scrape time")?;
+        let generation = IntGauge::new(
+            "elevate_snapshot_generation",
+            "Generation of the live snapshot",
+        )?;
+        let grants = IntGauge::new(
+            "elevate_grants",
+            "Grants accepted from the feed, in force or not",
+        )?;
+        let grants_in_force =
+            IntGauge::new("elevate_grants_in_force", "Grants in force at scrape time")?;
         let grants_rejected = IntCounterVec::new(
-            Opts::new("elevate_grants_rejected_total", "Grants rejected from the feed, by reason"),
+            Opts::new(
+                "elevate_grants_rejected_total",
+                "Grants rejected from the feed, by reason",
+            ),
             &["reason"],
         )?;
         let input_age = IntGaugeVec::new(
@@ -97,7 +110,10 @@ impl Metrics {
             "Decision records dropped because the log queue was full (never records that used a grant)",
         )?;
         let responses = IntCounterVec::new(
-            Opts::new("elevate_http_responses_total", "HTTP responses by route and status code"),
+            Opts::new(
+                "elevate_http_responses_total",
+                "HTTP responses by route and status code",
+            ),
             &["route", "code"],
         )?;
         registry.register(Box::new(decisions.clone()))?;
@@ -148,11 +164,15 @@ impl Metrics {
 
     pub fn reload(&self, input: Input, ok: bool) {
         let outcome = if ok { "ok" } else { "error" };
-        self.reloads.with_label_values(&[input.as_str(), outcome]).inc();
+        self.reloads
+            .with_label_values(&[input.as_str(), outcome])
+            .inc();
     }
 
     pub fn grant_rejected(&self, reason: RejectReason) {
-        self.grants_rejected.with_label_values(&[reason.as_str()]).inc();
+        self.grants_rejected
+            .with_label_values(&[reason.as_str()])
+            .inc();
     }
 
     pub fn decision_log_dropped(&self) {
@@ -166,14 +186,21 @@ impl Metrics {
     }
 
     pub fn observe_snapshot(&self, snapshot: &Snapshot, now: Timestamp) {
-        self.generation.set(i64::try_from(snapshot.generation).unwrap_or(i64::MAX));
-        self.grants.set(i64::try_from(snapshot.grants.len()).unwrap_or(i64::MAX));
+        self.generation
+            .set(i64::try_from(snapshot.generation).unwrap_or(i64::MAX));
+        self.grants
+            .set(i64::try_from(snapshot.grants.len()).unwrap_or(i64::MAX));
         self.grants_in_force
             .set(i64::try_from(snapshot.grants.in_force_count(now)).unwrap_or(i64::MAX));
     }
 
     /// Renders the text exposition, refreshing the time-dependent gauges first.
-    pub fn render(&self, snapshot: &Snapshot, status: &[(Input, InputStatus)], now: Timestamp) -> String {
+    pub fn render(
+        &self,
+        snapshot: &Snapshot,
+        status: &[(Input, InputStatus)],
+        now: Timestamp,
+    ) -> String {
         self.observe_snapshot(snapshot, now);
         for (input, s) in status {
             if let Some(at) = s.last_reload {
@@ -181,6 +208,11 @@ impl Metrics {
                 self.input_age.with_label_values(&[input.as_str()]).set(age);
             }
         }
+        self.encode()
+    }
+
+    /// The text exposition of everything registered, as it stands.
+    pub fn encode(&self) -> String {
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metric families.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);

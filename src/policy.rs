@@ -83,7 +83,10 @@ impl SourceFile {
     pub fn location(&self, offset: usize) -> String {
         let before = self.text.get(..offset).unwrap_or(&self.text);
         let line = before.matches('\n').count() + 1;
-        let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+        let column = before
+            .rfind('\n')
+            .map_or(before.len(), |nl| before.len() - nl - 1)
+            + 1;
         format!("{}:{line}:{column}", self.path.display())
     }
 }
@@ -207,21 +210,22 @@ impl Bundle {
                 let rel = file.path.strip_prefix(&base).unwrap_or(&file.path);
                 format!("{}#", rel.display())
             };
-            let mut named = |default: &PolicyId, annotated: Option<&str>| -> Result<PolicyId, PolicyError> {
-                let id = match annotated {
-                    Some(id) => PolicyId::new(id),
-                    None => PolicyId::new(format!("{prefix}{default}")),
+            let mut named =
+                |default: &PolicyId, annotated: Option<&str>| -> Result<PolicyId, PolicyError> {
+                    let id = match annotated {
+                        Some(id) => PolicyId::new(id),
+                        None => PolicyId::new(format!("{prefix}{default}")),
+                    };
+                    if let Some(prev) = origins.get(&id) {
+                        return Err(PolicyError::DuplicateId {
+                            id: id.to_string(),
+                            first: display_file(&policy_files, prev.file),
+                            second: file.path.display().to_string(),
+                        });
+                    }
+                    origins.insert(id.clone(), Origin { file: index });
+                    Ok(id)
                 };
-                if let Some(prev) = origins.get(&id) {
-                    return Err(PolicyError::DuplicateId {
-                        id: id.to_string(),
-                        first: display_file(&policy_files, prev.file),
-                        second: file.path.display().to_string(),
-                    });
-                }
-                origins.insert(id.clone(), Origin { file: index });
-                Ok(id)
-            };
             for policy in parsed.policies() {
                 let id = named(policy.id(), policy.annotation("id"))?;
                 let policy = policy.new_id(id);
@@ -347,7 +351,10 @@ fn role_of(template: &Template, schema: Option<&Schema>) -> Result<Role, String>
     let principal_in = match template.principal_constraint() {
         TemplatePrincipalConstraint::Eq(None) => false,
         TemplatePrincipalConstraint::In(None) | TemplatePrincipalConstraint::IsIn(_, None) => true,
-        _ => return Err("its principal scope must be `principal == ?principal` or `principal in ?principal`".into()),
+        _ => return Err(
+            "its principal scope must be `principal == ?principal` or `principal in ?principal`"
+                .into(),
+        ),
     };
     if !matches!(
         template.resource_constraint(),
@@ -379,12 +386,15 @@ fn role_of(template: &Template, schema: Option<&Schema>) -> Result<Role, String>
         Some(text) => {
             let mut types = Vec::new();
             for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-                let ty = EntityTypeName::from_str(name)
-                    .map_err(|_| format!("`@scope_types` names `{name}`, which is not an entity type name"))?;
+                let ty = EntityTypeName::from_str(name).map_err(|_| {
+                    format!("`@scope_types` names `{name}`, which is not an entity type name")
+                })?;
                 if let Some(schema) = schema
                     && !schema.entity_types().any(|t| t == &ty)
                 {
-                    return Err(format!("`@scope_types` names `{name}`, which the schema does not declare"));
+                    return Err(format!(
+                        "`@scope_types` names `{name}`, which the schema does not declare"
+                    ));
                 }
                 types.push(ty);
             }
@@ -411,7 +421,10 @@ fn role_of(template: &Template, schema: Option<&Schema>) -> Result<Role, String>
 /// The text is not a duration, or uses calendar units (years, months, weeks) whose
 /// length depends on the date.
 pub fn parse_duration(text: &str) -> Result<SignedDuration, String> {
-    let span: jiff::Span = text.trim().parse().map_err(|e: jiff::Error| e.to_string())?;
+    let span: jiff::Span = text
+        .trim()
+        .parse()
+        .map_err(|e: jiff::Error| e.to_string())?;
     if span.get_years() != 0 || span.get_months() != 0 || span.get_weeks() != 0 {
         return Err("years, months and weeks have no fixed length".into());
     }
@@ -421,7 +434,8 @@ pub fn parse_duration(text: &str) -> Result<SignedDuration, String> {
         .days(0)
         .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
         .map_err(|e| e.to_string())?;
-    days.checked_add(rest).ok_or_else(|| "duration overflows".into())
+    days.checked_add(rest)
+        .ok_or_else(|| "duration overflows".into())
 }
 
 /// Whether an action scope constraint matches `action`, with the hierarchy in `entities`.
@@ -470,8 +484,11 @@ impl EntityStore {
             Err(err) => match (validation, schema) {
                 (Validation::Warn, Some(schema)) => {
                     findings.push(format!("{}: {}", path.display(), one_line(&err)));
-                    let plain = Entities::from_json_str(text, None).map_err(|e| invalid(one_line(&e)))?;
-                    let actions = schema.action_entities().map_err(|e| invalid(one_line(&e)))?;
+                    let plain =
+                        Entities::from_json_str(text, None).map_err(|e| invalid(one_line(&e)))?;
+                    let actions = schema
+                        .action_entities()
+                        .map_err(|e| invalid(one_line(&e)))?;
                     // Action entities the data already defines win over the schema's copy.
                     let missing: Vec<_> = actions
                         .iter()

@@ -24,12 +24,17 @@ pub enum RequestError {
     #[error("request body is not valid JSON: {0}")]
     Json(String),
     #[error("`{field}`: {message}")]
-    Uid { field: &'static str, message: String },
+    Uid {
+        field: &'static str,
+        message: String,
+    },
     #[error("`context`: {0}")]
     Context(String),
     #[error("`entities`: {0}")]
     Entities(String),
-    #[error("`entities`: entity `{0}` is already in the entity store; a request may add entities, not replace them")]
+    #[error(
+        "`entities`: entity `{0}` is already in the entity store; a request may add entities, not replace them"
+    )]
     EntityConflict(String),
     #[error("request does not conform to the schema: {0}")]
     Schema(String),
@@ -76,7 +81,10 @@ pub struct Query {
 pub fn parse_uid(value: &serde_json::Value) -> Result<EntityUid, String> {
     match value {
         serde_json::Value::String(text) => EntityUid::from_str(text).map_err(|e| {
-            format!("`{text}` is not an entity UID like `User::\"alice\"`: {}", one_line(&e))
+            format!(
+                "`{text}` is not an entity UID like `User::\"alice\"`: {}",
+                one_line(&e)
+            )
         }),
         serde_json::Value::Object(map) => {
             if let Some(inner) = map.get("__entity")
@@ -95,7 +103,9 @@ pub fn parse_uid(value: &serde_json::Value) -> Result<EntityUid, String> {
                 .map_err(|e| format!("`{ty}` is not an entity type name: {}", one_line(&e)))?;
             Ok(EntityUid::from_type_name_and_id(ty, EntityId::new(id)))
         }
-        _ => Err("expected a string like `User::\"alice\"` or an object with `type` and `id`".into()),
+        _ => {
+            Err("expected a string like `User::\"alice\"` or an object with `type` and `id`".into())
+        }
     }
 }
 
@@ -141,7 +151,13 @@ pub fn build_query(
                 collect_json_uids(ctx, &mut roots);
             }
             roots.extend(bundle.entity_literals.iter().cloned());
-            Some(merge_entities(value, roots, schema, &store.entities, validation)?)
+            Some(merge_entities(
+                value,
+                roots,
+                schema,
+                &store.entities,
+                validation,
+            )?)
         }
     };
     Ok(Query {
@@ -164,7 +180,8 @@ fn merge_entities(
         Ok(parsed) => parsed,
         Err(err) if validation == Validation::Warn && schema.is_some() => {
             tracing::debug!(error = %one_line(&err), "request entities do not conform to the schema");
-            Entities::from_json_value(value, None).map_err(|e| RequestError::Entities(one_line(&e)))?
+            Entities::from_json_value(value, None)
+                .map_err(|e| RequestError::Entities(one_line(&e)))?
         }
         Err(err) => return Err(RequestError::Entities(one_line(&err))),
     };
@@ -211,8 +228,8 @@ fn merge_entities(
     match Entities::from_entities(slice.clone(), schema) {
         Ok(entities) => Ok(entities),
         Err(err) if validation == Validation::Warn && schema.is_some() => {
-            let plain =
-                Entities::from_entities(slice, None).map_err(|e| RequestError::Entities(one_line(&e)))?;
+            let plain = Entities::from_entities(slice, None)
+                .map_err(|e| RequestError::Entities(one_line(&e)))?;
             tracing::debug!(error = %one_line(&err), "merged entities do not conform to the schema");
             Ok(plain)
         }

@@ -180,8 +180,14 @@ impl RawInputs {
     fn revisions(&self) -> Revisions {
         Revisions {
             policies: hash_files(&self.policies),
-            schema: self.schema.as_ref().map(|f| hash_files(std::slice::from_ref(f))),
-            entities: self.entities.as_ref().map(|f| hash_files(std::slice::from_ref(f))),
+            schema: self
+                .schema
+                .as_ref()
+                .map(|f| hash_files(std::slice::from_ref(f))),
+            entities: self
+                .entities
+                .as_ref()
+                .map(|f| hash_files(std::slice::from_ref(f))),
             grants: self.feed.as_ref().map(|d| d.revision.clone()),
         }
     }
@@ -261,10 +267,19 @@ impl Store {
     ///
     /// # Errors
     /// Any input cannot be read or is invalid.
-    pub fn load(sources: Sources, metrics: Arc<Metrics>, now: Timestamp) -> Result<Self, LoadError> {
+    pub fn load(
+        sources: Sources,
+        metrics: Arc<Metrics>,
+        now: Timestamp,
+    ) -> Result<Self, LoadError> {
         let raw = RawInputs::load(&sources)?;
         let snapshot = Snapshot::build(&raw, sources.validation)?;
-        for finding in snapshot.bundle.findings.iter().chain(&snapshot.store.findings) {
+        for finding in snapshot
+            .bundle
+            .findings
+            .iter()
+            .chain(&snapshot.store.findings)
+        {
             tracing::warn!(finding = %finding, "validation finding (served anyway)");
         }
         log_rejections(&snapshot.grants, &metrics);
@@ -310,7 +325,10 @@ impl Store {
 
     /// Reload status of every configured input.
     pub fn status(&self) -> Vec<(Input, InputStatus)> {
-        let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut all: Vec<_> = state.status.iter().map(|(k, v)| (*k, v.clone())).collect();
         all.sort_by_key(|(k, _)| *k);
         all
@@ -319,7 +337,10 @@ impl Store {
     /// Re-reads every input from disk and swaps in a new snapshot if anything changed.
     /// Blocking: run it off the async runtime. Returns whether a new snapshot went live.
     pub fn reload(&self, now: Timestamp) -> bool {
-        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let current = self.current();
         let validation = self.sources.validation;
         let mut candidate = state.last_good.clone();
@@ -337,7 +358,10 @@ impl Store {
         }
         if let Some(path) = &self.sources.schema {
             match SourceFile::load(path) {
-                Ok(file) if Some(hash_files(std::slice::from_ref(&file))) != current.revisions.schema => {
+                Ok(file)
+                    if Some(hash_files(std::slice::from_ref(&file)))
+                        != current.revisions.schema =>
+                {
                     candidate.schema = Some(file);
                     changed.push(Input::Schema);
                 }
@@ -347,7 +371,10 @@ impl Store {
         }
         if let Some(path) = &self.sources.entities {
             match SourceFile::load(path) {
-                Ok(file) if Some(hash_files(std::slice::from_ref(&file))) != current.revisions.entities => {
+                Ok(file)
+                    if Some(hash_files(std::slice::from_ref(&file)))
+                        != current.revisions.entities =>
+                {
                     candidate.entities = Some(file);
                     changed.push(Input::Entities);
                 }
@@ -366,11 +393,16 @@ impl Store {
                                 candidate.feed_hash = Some(hash);
                                 changed.push(Input::Grants);
                             }
-                            Err(e) => failed.push((Input::Grants, format!("`{}`: {e}", path.display()))),
+                            Err(e) => {
+                                failed.push((Input::Grants, format!("`{}`: {e}", path.display())))
+                            }
                         }
                     }
                 }
-                Err(e) => failed.push((Input::Grants, format!("cannot read `{}`: {e}", path.display()))),
+                Err(e) => failed.push((
+                    Input::Grants,
+                    format!("cannot read `{}`: {e}", path.display()),
+                )),
             }
         }
         // A failed earlier attempt may have left the file as it is now: report it again
@@ -388,7 +420,11 @@ impl Store {
         let policy_changed = changed.contains(&Input::Policies) || changed.contains(&Input::Schema);
         let mut bundle = Arc::clone(&current.bundle);
         if policy_changed {
-            match Bundle::build(candidate.policies.clone(), candidate.schema.as_ref(), validation) {
+            match Bundle::build(
+                candidate.policies.clone(),
+                candidate.schema.as_ref(),
+                validation,
+            ) {
                 Ok(b) => bundle = Arc::new(b),
                 Err(e) => {
                     for input in [Input::Policies, Input::Schema] {
@@ -405,7 +441,11 @@ impl Store {
         let bundle_rebuilt = !Arc::ptr_eq(&bundle, &current.bundle);
         let mut store = Arc::clone(&current.store);
         if bundle_rebuilt || changed.contains(&Input::Entities) {
-            match EntityStore::build(candidate.entities.as_ref(), bundle.schema.as_ref(), validation) {
+            match EntityStore::build(
+                candidate.entities.as_ref(),
+                bundle.schema.as_ref(),
+                validation,
+            ) {
                 Ok(s) => store = Arc::new(s),
                 Err(e) if changed.contains(&Input::Entities) && !bundle_rebuilt => {
                     failed.push((Input::Entities, e.to_string()));
@@ -580,7 +620,12 @@ fn watch_dirs(sources: &Sources) -> Vec<(PathBuf, notify::RecursiveMode)> {
     if sources.policies.is_dir() {
         add(sources.policies.clone(), notify::RecursiveMode::Recursive);
     }
-    let files = [Some(&sources.policies), sources.schema.as_ref(), sources.entities.as_ref(), sources.grants.as_ref()];
+    let files = [
+        Some(&sources.policies),
+        sources.schema.as_ref(),
+        sources.entities.as_ref(),
+        sources.grants.as_ref(),
+    ];
     for path in files.into_iter().flatten().filter(|p| !p.is_dir()) {
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

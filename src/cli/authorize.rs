@@ -39,14 +39,20 @@ pub fn run(args: &AuthorizeArgs) -> u8 {
         }
     };
     let sources = args.inputs.sources(&file);
-    let snapshot = match RawInputs::load(&sources).and_then(|raw| Snapshot::build(&raw, sources.validation)) {
-        Ok(s) => s,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return EXIT_INVALID;
-        }
-    };
-    let context = match args.context.as_deref().map(serde_json::from_str::<serde_json::Value>).transpose() {
+    let snapshot =
+        match RawInputs::load(&sources).and_then(|raw| Snapshot::build(&raw, sources.validation)) {
+            Ok(s) => s,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return EXIT_INVALID;
+            }
+        };
+    let context = match args
+        .context
+        .as_deref()
+        .map(serde_json::from_str::<serde_json::Value>)
+        .transpose()
+    {
         Ok(c) => c,
         Err(err) => {
             eprintln!("error: `--context` is not JSON: {err}");
@@ -60,13 +66,14 @@ pub fn run(args: &AuthorizeArgs) -> u8 {
         context,
         entities: None,
     };
-    let query = match request::build_query(body, &snapshot.bundle, &snapshot.store, snapshot.validation) {
-        Ok(q) => q,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return EXIT_INVALID;
-        }
-    };
+    let query =
+        match request::build_query(body, &snapshot.bundle, &snapshot.store, snapshot.validation) {
+            Ok(q) => q,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return EXIT_INVALID;
+            }
+        };
     let now = args.at.unwrap_or_else(Timestamp::now);
     let outcome = engine::decide(&snapshot, &query, now);
     let decision = if outcome.is_allow() { "Allow" } else { "Deny" };
@@ -80,6 +87,13 @@ pub fn run(args: &AuthorizeArgs) -> u8 {
         "valid_until": outcome.valid_until,
         "at": now,
     });
-    print(&format!("{}\n", serde_json::to_string_pretty(&answer).unwrap_or_default()));
-    if outcome.is_allow() { EXIT_OK } else { EXIT_DENY }
+    print(&format!(
+        "{}\n",
+        serde_json::to_string_pretty(&answer).unwrap_or_default()
+    ));
+    if outcome.is_allow() {
+        EXIT_OK
+    } else {
+        EXIT_DENY
+    }
 }

@@ -21,7 +21,11 @@ pub const EXIT_INVALID: u8 = 3;
 
 /// Just-in-time permission elevation: a Cedar decision sidecar with time-boxed grants.
 #[derive(Debug, Parser)]
-#[command(name = "elevate", version, after_help = "Exit codes: 0 allow/valid, 2 deny, 3 invalid input, 1 other failure.")]
+#[command(
+    name = "elevate",
+    version,
+    after_help = "Exit codes: 0 allow/valid, 2 deny, 3 invalid input, 1 other failure."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -81,7 +85,8 @@ impl InputArgs {
         let entities = self.entities.clone().or_else(|| file.entities.clone());
         let grants = self.grants.clone().or_else(|| file.grants.clone());
         let validation = self.validation.or(file.validation).unwrap_or_default();
-        let none_named = policies.is_none() && schema.is_none() && entities.is_none() && grants.is_none();
+        let none_named =
+            policies.is_none() && schema.is_none() && entities.is_none() && grants.is_none();
         if none_named {
             return Sources {
                 policies: PathBuf::from(config::DEFAULT_POLICIES),

@@ -59,7 +59,11 @@ impl ServeArgs {
         let sources = self.inputs.sources(&file);
         let listen = self.listen.clone().or_else(|| file.listen.clone());
         let listen = config::parse_listen(listen.as_deref().unwrap_or(config::DEFAULT_LISTEN))?;
-        let ms = |name, flag: Option<u64>, file: Option<u64>, default: Duration| -> Result<Duration, ConfigError> {
+        let ms = |name,
+                  flag: Option<u64>,
+                  file: Option<u64>,
+                  default: Duration|
+         -> Result<Duration, ConfigError> {
             match flag.or(file) {
                 Some(v) => Ok(Duration::from_millis(config::nonzero(name, v)?)),
                 None => Ok(default),
@@ -73,26 +77,47 @@ impl ServeArgs {
         Ok(Config {
             sources,
             reload: ReloadConfig {
-                debounce: ms("debounce-ms", self.debounce_ms, file.debounce_ms, config::DEFAULT_DEBOUNCE)?,
-                rescan: ms("rescan-ms", self.rescan_ms, file.rescan_ms, config::DEFAULT_RESCAN)?,
+                debounce: ms(
+                    "debounce-ms",
+                    self.debounce_ms,
+                    file.debounce_ms,
+                    config::DEFAULT_DEBOUNCE,
+                )?,
+                rescan: ms(
+                    "rescan-ms",
+                    self.rescan_ms,
+                    file.rescan_ms,
+                    config::DEFAULT_RESCAN,
+                )?,
             },
             http: HttpConfig {
                 listen,
-                max_body: self.max_body_bytes.or(file.max_body_bytes).unwrap_or(config::DEFAULT_MAX_BODY),
+                max_body: self
+                    .max_body_bytes
+                    .or(file.max_body_bytes)
+                    .unwrap_or(config::DEFAULT_MAX_BODY),
                 header_timeout: ms(
                     "header-timeout-ms",
                     self.header_timeout_ms,
                     file.header_timeout_ms,
                     config::DEFAULT_HEADER_TIMEOUT,
                 )?,
-                idle_timeout: ms("idle-timeout-ms", self.idle_timeout_ms, file.idle_timeout_ms, config::DEFAULT_IDLE_TIMEOUT)?,
+                idle_timeout: ms(
+                    "idle-timeout-ms",
+                    self.idle_timeout_ms,
+                    file.idle_timeout_ms,
+                    config::DEFAULT_IDLE_TIMEOUT,
+                )?,
                 max_connections: self
                     .max_connections
                     .or(file.max_connections)
                     .unwrap_or(config::DEFAULT_MAX_CONNECTIONS),
             },
             decision_log,
-            decision_queue: self.decision_queue.or(file.decision_queue).unwrap_or(config::DEFAULT_DECISION_QUEUE),
+            decision_queue: self
+                .decision_queue
+                .or(file.decision_queue)
+                .unwrap_or(config::DEFAULT_DECISION_QUEUE),
             shutdown_grace: ms(
                 "shutdown-grace-ms",
                 self.shutdown_grace_ms,
@@ -111,7 +136,10 @@ pub fn run(args: ServeArgs) -> u8 {
             return EXIT_FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
@@ -131,7 +159,13 @@ async fn serve(config: Config) -> u8 {
     };
     let cancel = CancellationToken::new();
     crate::shutdown::cancel_on_signal(cancel.clone());
-    let running = match start(config, listener, http::system_clock(), prometheus::Registry::new(), cancel) {
+    let running = match start(
+        config,
+        listener,
+        http::system_clock(),
+        prometheus::Registry::new(),
+        cancel,
+    ) {
         Ok(r) => r,
         Err(StartError::Load(err)) => {
             eprintln!("error: {err}");
@@ -181,7 +215,9 @@ impl Running {
     /// # Errors
     /// The server failed.
     pub async fn wait(self) -> std::io::Result<()> {
-        self.task.await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        self.task
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
     }
 
     /// Cancels and waits.
@@ -207,10 +243,19 @@ pub fn start(
     cancel: CancellationToken,
 ) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new(registry)?);
-    let store = Arc::new(Store::load(config.sources.clone(), Arc::clone(&metrics), clock())?);
-    let (log, writer) = DecisionLog::spawn(&config.decision_log, config.decision_queue, Arc::clone(&metrics))
-        .map_err(StartError::DecisionLog)?;
-    let reloader = snapshot::spawn_reloader(Arc::clone(&store), config.reload.clone(), cancel.clone())?;
+    let store = Arc::new(Store::load(
+        config.sources.clone(),
+        Arc::clone(&metrics),
+        clock(),
+    )?);
+    let (log, writer) = DecisionLog::spawn(
+        &config.decision_log,
+        config.decision_queue,
+        Arc::clone(&metrics),
+    )
+    .map_err(StartError::DecisionLog)?;
+    let reloader =
+        snapshot::spawn_reloader(Arc::clone(&store), config.reload.clone(), cancel.clone())?;
     let addr = listener.local_addr().map_err(StartError::DecisionLog)?;
     let snap = store.current();
     tracing::info!(

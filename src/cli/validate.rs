@@ -24,12 +24,23 @@ pub fn run(args: &ValidateArgs) -> u8 {
         }
     };
     let sources = args.inputs.sources(&file);
-    let result = RawInputs::load(&sources).and_then(|raw| Snapshot::build(&raw, sources.validation));
+    let result =
+        RawInputs::load(&sources).and_then(|raw| Snapshot::build(&raw, sources.validation));
     let json = args.format == "json";
     match result {
         Ok(snapshot) => {
-            let rejected: Vec<String> = snapshot.grants.rejected.iter().map(ToString::to_string).collect();
-            let findings: Vec<&String> = snapshot.bundle.findings.iter().chain(&snapshot.store.findings).collect();
+            let rejected: Vec<String> = snapshot
+                .grants
+                .rejected
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            let findings: Vec<&String> = snapshot
+                .bundle
+                .findings
+                .iter()
+                .chain(&snapshot.store.findings)
+                .collect();
             let valid = rejected.is_empty();
             if json {
                 print(&format!(
@@ -65,7 +76,10 @@ pub fn run(args: &ValidateArgs) -> u8 {
         }
         Err(err) => {
             if json {
-                print(&format!("{}\n", json!({ "valid": false, "error": err.to_string(), "input": err.input() })));
+                print(&format!(
+                    "{}\n",
+                    json!({ "valid": false, "error": err.to_string(), "input": err.input() })
+                ));
             } else {
                 eprintln!("error: {err}");
             }

@@ -1,1 +1,178 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use super::*;
+use crate::testutil::{feed_of, grant, shipped_with_feed};
+
+const ALICE: &str = r#"User::"alice""#;
+const WS1: &str = r#"Workspace::"ws-1""#;
+const ACME: &str = r#"Organization::"acme""#;
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn uid(s: &str) -> EntityUid {
+    s.parse().unwrap()
+}
+
+fn index(grants: &[serde_json::Value]) -> GrantIndex {
+    let snapshot = shipped_with_feed(&feed_of(grants));
+    let doc = parse_document(feed_of(grants).as_bytes()).unwrap();
+    GrantIndex::build(&doc, &snapshot.bundle)
+}
+
+#[test]
+fn grant_is_in_force_from_not_before_until_just_before_expires_at() {
+    let g = Grant {
+        id: PolicyId::new("g"),
+        principal: uid(ALICE),
+        role: PolicyId::new("FinOpsManager"),
+        scope: uid(WS1),
+        not_before: ts("2026-12-03T17:00:00Z"),
+        expires_at: ts("2026-12-03T19:00:00Z"),
+        ticket: None,
+    };
+    assert!(!g.in_force(ts("2026-12-03T16:59:59.999999999Z")));
+    assert!(g.in_force(ts("2026-12-03T17:00:00Z")));
+    assert!(g.in_force(ts("2026-12-03T18:59:59.999999999Z")));
+    assert!(!g.in_force(ts("2026-12-03T19:00:00Z")));
+    assert!(!g.in_force(ts("2026-12-04T00:00:00Z")));
+}
+
+#[test]
+fn each_bad_grant_is_rejected_alone_with_its_reason() {
+    let from = "2026-12-03T17:00:00Z";
+    let until = "2026-12-03T19:00:00Z";
+    let grants = [
+        grant("ok", ALICE, "FinOpsManager", WS1, from, until),
+        grant("unknown-role", ALICE, "Superuser", WS1, from, until),
+        grant("bad-scope", ALICE, "OrganizationUser", WS1, from, until),
+        grant("backwards", ALICE, "FinOpsManager", WS1, until, from),
+        grant("empty-window", ALICE, "FinOpsManager", WS1, from, from),
+        grant(
+            "too-long",
+            ALICE,
+            "FinOpsManager",
+            WS1,
+            from,
+            "2026-12-03T21:00:00.000000001Z",
+        ),
+        grant("ok", ALICE, "FinOpsManager", WS1, from, until),
+        grant(
+            "bad-principal",
+            r#"Robot::"r2""#,
+            "FinOpsManager",
+            WS1,
+            from,
+            until,
+        ),
+        grant("FinOpsManager", ALICE, "FinOpsManager", WS1, from, until),
+        grant("uid", "alice", "FinOpsManager", WS1, from, until),
+        serde_json::json!({"id": "no-window", "principal": ALICE, "role": "FinOpsManager", "scope": WS1}),
+        serde_json::json!(42),
+        grant(
+            "exactly-max",
+            ALICE,
+            "FinOpsManager",
+            ACME,
+            from,
+            "2026-12-03T21:00:00Z",
+        ),
+    ];
+    let idx = index(&grants);
+    let reasons: Vec<(Option<&str>, RejectReason)> = idx
+        .rejected
+        .iter()
+        .map(|r| (r.id.as_deref(), r.reason))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            (Some("unknown-role"), RejectReason::UnknownRole),
+            (Some("bad-scope"), RejectReason::ScopeType),
+            (Some("backwards"), RejectReason::Window),
+            (Some("empty-window"), RejectReason::Window),
+            (Some("too-long"), RejectReason::TooLong),
+            (Some("ok"), RejectReason::DuplicateId),
+            (Some("bad-principal"), RejectReason::PrincipalType),
+            (Some("FinOpsManager"), RejectReason::IdConflict),
+            (Some("uid"), RejectReason::Malformed),
+            (Some("no-window"), RejectReason::Malformed),
+            (None, RejectReason::Malformed),
+        ]
+    );
+    assert_eq!(idx.len(), 2);
+    let alice: EntityUid = ALICE.parse().unwrap();
+    let mut ids: Vec<String> = idx.of(&alice).iter().map(|g| g.id.to_string()).collect();
+    ids.sort();
+    assert_eq!(ids, ["exactly-max", "ok"]);
+    assert!(
+        idx.rejected[4].to_string().contains("at most"),
+        "{}",
+        idx.rejected[4]
+    );
+}
+
+#[test]
+fn a_rejected_grant_still_claims_its_id() {
+    let from = "2026-12-03T17:00:00Z";
+    let until = "2026-12-03T19:00:00Z";
+    let idx = index(&[
+        grant("g", ALICE, "Nope", WS1, from, until),
+        grant("g", ALICE, "FinOpsManager", WS1, from, until),
+    ]);
+    assert_eq!(idx.len(), 0);
+    assert_eq!(idx.rejected[1].reason, RejectReason::DuplicateId);
+}
+
+#[test]
+fn unparsable_feed_is_an_error_with_a_position() {
+    let err = parse_document(b"{\"revision\": \"1\",\n \"grants\": [}").unwrap_err();
+    let FeedError::Malformed { line, column, .. } = err;
+    assert_eq!((line, column), (2, 13));
+    assert!(
+        parse_document(b"{\"grants\": []}").is_err(),
+        "revision is required"
+    );
+    assert!(parse_document(b"[]").is_err());
+}
+
+#[test]
+fn unknown_fields_are_ignored_for_forward_compatibility() {
+    let mut g = grant(
+        "g",
+        ALICE,
+        "FinOpsManager",
+        WS1,
+        "2026-12-03T17:00:00Z",
+        "2026-12-03T18:00:00Z",
+    );
+    g["approved_by"] = serde_json::json!(["User::\"carol\""]);
+    g["future_field"] = serde_json::json!({"x": 1});
+    let idx = index(&[g]);
+    assert_eq!(idx.len(), 1);
+    assert!(idx.rejected.is_empty());
+}
+
+#[test]
+fn uid_objects_are_accepted_for_principal_and_scope() {
+    let mut g = grant(
+        "g",
+        ALICE,
+        "FinOpsManager",
+        WS1,
+        "2026-12-03T17:00:00Z",
+        "2026-12-03T18:00:00Z",
+    );
+    g["principal"] = serde_json::json!({"type": "User", "id": "alice"});
+    g["scope"] = serde_json::json!({"type": "Workspace", "id": "ws-1"});
+    let idx = index(&[g]);
+    assert_eq!(idx.len(), 1);
+    assert_eq!(idx.in_force_count(ts("2026-12-03T17:30:00Z")), 1);
+    assert_eq!(idx.in_force_count(ts("2026-12-03T18:00:00Z")), 0);
+}

@@ -1,1 +1,157 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use serde_json::json;
+
 use super::*;
+use crate::testutil::{feed_of, shipped_with_feed};
+
+#[test]
+fn uids_parse_in_every_accepted_form() {
+    let expected: EntityUid = r#"User::"alice""#.parse().unwrap();
+    for form in [
+        json!("User::\"alice\""),
+        json!({"type": "User", "id": "alice"}),
+        json!({"__entity": {"type": "User", "id": "alice"}}),
+        json!({"__entity": "User::\"alice\""}),
+    ] {
+        assert_eq!(parse_uid(&form).unwrap(), expected, "{form}");
+    }
+    let namespaced = parse_uid(&json!({"type": "Ns::User", "id": "a\"b"})).unwrap();
+    assert_eq!(namespaced.type_name().to_string(), "Ns::User");
+    assert_eq!(namespaced.id().unescaped(), "a\"b");
+}
+
+#[test]
+fn malformed_uids_say_what_is_expected() {
+    for (form, needle) in [
+        (json!("alice"), "not an entity UID"),
+        (json!("User::alice"), "not an entity UID"),
+        (json!({"type": "User"}), "expected"),
+        (json!({"type": "User", "id": "a", "extra": 1}), "expected"),
+        (
+            json!({"type": "not a name", "id": "a"}),
+            "not an entity type name",
+        ),
+        (json!(7), "expected a string"),
+        (json!(null), "expected a string"),
+    ] {
+        let err = parse_uid(&form).unwrap_err();
+        assert!(err.contains(needle), "{form}: {err}");
+    }
+}
+
+fn body(v: serde_json::Value) -> Body {
+    serde_json::from_value(v).unwrap()
+}
+
+#[test]
+fn schema_errors_are_unprocessable_and_syntax_errors_are_bad_requests() {
+    let snap = shipped_with_feed(&feed_of(&[]));
+    let build = |v| build_query(body(v), &snap.bundle, &snap.store, snap.validation);
+    let cases = [
+        (
+            json!({"principal": "User", "action": "Action::\"readProject\"", "resource": "Project::\"p\""}),
+            false,
+            "`principal`",
+        ),
+        (
+            json!({"principal": "User::\"a\"", "action": "Action::\"fly\"", "resource": "Project::\"p\""}),
+            true,
+            "not declared",
+        ),
+        (
+            json!({"principal": "Robot::\"a\"", "action": "Action::\"readProject\"", "resource": "Project::\"p\""}),
+            true,
+            "Robot",
+        ),
+        (
+            json!({"principal": "User::\"a\"", "action": "Action::\"readProject\"", "resource": "Project::\"p\"", "context": {"mfa": "yes"}}),
+            true,
+            "mfa",
+        ),
+        (
+            json!({"principal": "User::\"a\"", "action": "Action::\"readProject\"", "resource": "Project::\"p\"", "context": {"source_ip": "not-an-ip"}}),
+            true,
+            "context",
+        ),
+        (
+            json!({"principal": "User::\"a\"", "action": "Action::\"readProject\"", "resource": "PaymentMethod::\"p\""}),
+            true,
+            "schema",
+        ),
+    ];
+    for (value, unprocessable, needle) in cases {
+        let err = build(value.clone()).unwrap_err();
+        assert_eq!(err.is_unprocessable(), unprocessable, "{value}: {err}");
+        assert!(err.to_string().contains(needle), "{value}: {err}");
+    }
+    let ok = build(
+        json!({"principal": "User::\"a\"", "action": "Action::\"readProject\"", "resource": "Project::\"p\"",
+        "context": {"mfa": true, "source_ip": "10.1.2.3"}}),
+    );
+    assert!(ok.is_ok(), "{ok:?}");
+}
+
+#[test]
+fn body_entities_may_add_but_not_replace_stored_entities() {
+    let snap = shipped_with_feed(&feed_of(&[]));
+    let replace = body(json!({
+        "principal": "User::\"alice\"", "action": "Action::\"readProject\"", "resource": "Project::\"new\"",
+        "entities": [{"uid": {"type": "User", "id": "alice"}, "attrs": {"email": "x", "owner_of": [], "manager_of": [], "member_of": []}, "parents": []}]
+    }));
+    let err = build_query(replace, &snap.bundle, &snap.store, snap.validation).unwrap_err();
+    assert_eq!(err, RequestError::EntityConflict("User::\"alice\"".into()));
+
+    let add = body(json!({
+        "principal": "User::\"alice\"", "action": "Action::\"readProject\"", "resource": "Project::\"new\"",
+        "entities": [{"uid": {"type": "Project", "id": "new"}, "attrs": {}, "parents": [{"type": "Workspace", "id": "ws-1"}]}]
+    }));
+    let query = build_query(add, &snap.bundle, &snap.store, snap.validation).unwrap();
+    let merged = query
+        .entities
+        .expect("body entities make a per-request slice");
+    // The slice holds the new entity, its parent chain, and the principal's own data.
+    let has = |s: &str| merged.get(&s.parse().unwrap()).is_some();
+    assert!(has(r#"Project::"new""#));
+    assert!(has(r#"Workspace::"ws-1""#));
+    assert!(has(r#"Organization::"acme""#));
+    assert!(has(r#"User::"alice""#));
+    assert!(
+        merged.len() < snap.store.entities.len(),
+        "a slice, not a copy of the store"
+    );
+    let new: EntityUid = r#"Project::"new""#.parse().unwrap();
+    let acme: EntityUid = r#"Organization::"acme""#.parse().unwrap();
+    assert!(
+        merged.is_ancestor_of(&acme, &new),
+        "ancestry is computed across body and store"
+    );
+}
+
+#[test]
+fn requests_without_body_entities_use_the_store_as_is() {
+    let snap = shipped_with_feed(&feed_of(&[]));
+    for entities in [None, Some(json!(null)), Some(json!([]))] {
+        let mut v = json!({"principal": "User::\"alice\"", "action": "Action::\"readProject\"", "resource": "Project::\"p\""});
+        if let Some(e) = entities {
+            v["entities"] = e;
+        }
+        let query = build_query(body(v), &snap.bundle, &snap.store, snap.validation).unwrap();
+        assert!(query.entities.is_none());
+    }
+}
+
+#[test]
+fn invalid_body_entities_are_unprocessable() {
+    let snap = shipped_with_feed(&feed_of(&[]));
+    let v = json!({"principal": "User::\"alice\"", "action": "Action::\"readProject\"", "resource": "Project::\"p\"",
+        "entities": [{"uid": {"type": "Project", "id": "p"}, "attrs": {"nope": 1}, "parents": []}]});
+    let err = build_query(body(v), &snap.bundle, &snap.store, snap.validation).unwrap_err();
+    assert!(matches!(err, RequestError::Entities(_)), "{err}");
+    assert!(err.is_unprocessable());
+}
