@@ -196,6 +196,7 @@ pub fn nonzero(name: &'static str, value: u64) -> Result<u64, ConfigError> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -206,6 +207,16 @@ mod tests {
             toml::from_str("listen = \"127.0.0.1:1\"\nvalidation = \"warn\"\n").unwrap();
         assert_eq!(ok.validation, Some(Validation::Warn));
         assert_eq!(ok.listen.as_deref(), Some("127.0.0.1:1"));
+    }
+
+    #[test]
+    fn shipped_example_config_names_every_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/local/elevate.toml");
+        let file = FileConfig::load(&path).unwrap();
+        assert_eq!(file.listen.as_deref(), Some(DEFAULT_LISTEN));
+        assert_eq!(file.policies.as_deref(), Some(Path::new(DEFAULT_POLICIES)));
+        assert_eq!(file.max_body_bytes, Some(DEFAULT_MAX_BODY));
+        assert_eq!(file.rescan_ms, Some(30_000));
     }
 
     #[test]
