@@ -23,3 +23,65 @@ pub fn uid(bytes: &[u8]) {
         let _ = crate::request::parse_uid(&value);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use proptest::prelude::*;
+
+    use crate::testutil::shipped;
+
+    /// Seeds near the interesting shapes, so mutations explore their neighbourhood.
+    const SEEDS: &[&str] = &[
+        r#"{"revision":"1","grants":[{"id":"g","principal":"User::\"alice\"","role":"FinOpsManager","scope":"Workspace::\"ws-1\"","not_before":"2026-12-03T17:00:00Z","expires_at":"2026-12-03T18:00:00Z"}]}"#,
+        r#"{"revision":"1","grants":[{"id":"g","principal":{"type":"User","id":"a"},"role":"X","scope":{"__entity":{"type":"W","id":"w"}},"not_before":"9999-12-31T23:59:59Z","expires_at":"-009999-01-01T00:00:00Z"}]}"#,
+        r#"{"principal":"User::\"alice\"","action":"Action::\"readProject\"","resource":"Project::\"checkout\"","context":{"source_ip":"10.0.0.1","mfa":true}}"#,
+        r#"{"principal":"User::\"alice\"","action":"Action::\"readProject\"","resource":"Project::\"n\"","entities":[{"uid":{"type":"Project","id":"n"},"attrs":{},"parents":[{"type":"Workspace","id":"ws-1"},{"type":"Project","id":"n"}]}]}"#,
+        r#"{"principal":{"type":"User","id":"\u0000"},"action":{"__entity":"Action::\"x\""},"resource":"A::B::\"c\""}"#,
+        r#"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]"#,
+        "",
+        "\u{0}\u{ff}",
+    ];
+
+    #[test]
+    fn parsers_survive_the_seed_corpus() {
+        let snapshot = shipped();
+        for seed in SEEDS {
+            super::feed(seed.as_bytes(), &snapshot.bundle);
+            super::request(seed.as_bytes(), &snapshot.bundle, &snapshot.store);
+            super::uid(seed.as_bytes());
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn parsers_never_panic_on_mutated_seeds(
+            seed in proptest::sample::select(SEEDS),
+            cut in 0usize..400,
+            flips in proptest::collection::vec((0usize..400, any::<u8>()), 0..6),
+        ) {
+            let snapshot = shipped();
+            let mut bytes = seed.as_bytes().to_vec();
+            for (at, byte) in flips {
+                if let Some(b) = bytes.get_mut(at) {
+                    *b = byte;
+                }
+            }
+            bytes.truncate(cut.max(1));
+            super::feed(&bytes, &snapshot.bundle);
+            super::request(&bytes, &snapshot.bundle, &snapshot.store);
+            super::uid(&bytes);
+        }
+
+        #[test]
+        fn parsers_never_panic_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let snapshot = shipped();
+            super::feed(&bytes, &snapshot.bundle);
+            super::request(&bytes, &snapshot.bundle, &snapshot.store);
+            super::uid(&bytes);
+        }
+    }
+}

@@ -43,3 +43,10 @@ pub fn grant(
         "not_before": from, "expires_at": until, "ticket": "T-1",
     })
 }
+
+/// The shipped inputs with an empty feed, built once per test binary.
+pub fn shipped() -> &'static Snapshot {
+    static SHIPPED: std::sync::LazyLock<Snapshot> =
+        std::sync::LazyLock::new(|| shipped_with_feed(r#"{"revision":"0","grants":[]}"#));
+    &SHIPPED
+}
