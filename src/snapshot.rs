@@ -252,6 +252,9 @@ pub struct Store {
 struct ReloadState {
     last_good: RawInputs,
     status: HashMap<Input, InputStatus>,
+    /// What each failing input looked like when it failed, so the same bad content
+    /// is reported once rather than on every rescan.
+    failed_fingerprint: HashMap<Input, String>,
 }
 
 impl std::fmt::Debug for Store {
@@ -308,6 +311,7 @@ impl Store {
             state: Mutex::new(ReloadState {
                 last_good: raw,
                 status,
+                failed_fingerprint: HashMap::new(),
             }),
             metrics,
         };
@@ -347,45 +351,68 @@ impl Store {
         let mut changed: Vec<Input> = Vec::new();
         let mut failed: Vec<(Input, String)> = Vec::new();
 
-        // Read each input; an unreadable one keeps its last good version.
+        // Read each input; an unreadable one keeps its last good version. Content that
+        // already failed is retried only together with another change (a schema and
+        // its entities may have to change together), so a rescan does not report the
+        // same failure again and again.
+        let mut observed: Vec<(Input, String)> = Vec::new();
+        let mut repeats: Vec<Input> = Vec::new();
+        let mut observe = |input: Input, fingerprint: String, state: &ReloadState| {
+            if state.failed_fingerprint.get(&input) == Some(&fingerprint) {
+                repeats.push(input);
+            }
+            observed.push((input, fingerprint));
+        };
         match policy::load_policy_files(&self.sources.policies) {
-            Ok(files) if hash_files(&files) != current.revisions.policies => {
-                candidate.policies = files;
-                changed.push(Input::Policies);
-            }
-            Ok(_) => {}
-            Err(e) => failed.push((Input::Policies, e.to_string())),
-        }
-        if let Some(path) = &self.sources.schema {
-            match SourceFile::load(path) {
-                Ok(file)
-                    if Some(hash_files(std::slice::from_ref(&file)))
-                        != current.revisions.schema =>
-                {
-                    candidate.schema = Some(file);
-                    changed.push(Input::Schema);
+            Ok(files) => {
+                let hash = hash_files(&files);
+                observe(Input::Policies, hash.clone(), &state);
+                if hash != current.revisions.policies {
+                    candidate.policies = files;
+                    changed.push(Input::Policies);
                 }
-                Ok(_) => {}
-                Err(e) => failed.push((Input::Schema, e.to_string())),
+            }
+            Err(e) => {
+                let message = e.to_string();
+                observe(Input::Policies, format!("error: {message}"), &state);
+                failed.push((Input::Policies, message));
             }
         }
-        if let Some(path) = &self.sources.entities {
+        for (input, path) in [
+            (Input::Schema, &self.sources.schema),
+            (Input::Entities, &self.sources.entities),
+        ] {
+            let Some(path) = path else { continue };
+            let known = if input == Input::Schema {
+                &current.revisions.schema
+            } else {
+                &current.revisions.entities
+            };
             match SourceFile::load(path) {
-                Ok(file)
-                    if Some(hash_files(std::slice::from_ref(&file)))
-                        != current.revisions.entities =>
-                {
-                    candidate.entities = Some(file);
-                    changed.push(Input::Entities);
+                Ok(file) => {
+                    let hash = hash_files(std::slice::from_ref(&file));
+                    observe(input, hash.clone(), &state);
+                    if Some(&hash) != known.as_ref() {
+                        if input == Input::Schema {
+                            candidate.schema = Some(file);
+                        } else {
+                            candidate.entities = Some(file);
+                        }
+                        changed.push(input);
+                    }
                 }
-                Ok(_) => {}
-                Err(e) => failed.push((Input::Entities, e.to_string())),
+                Err(e) => {
+                    let message = e.to_string();
+                    observe(input, format!("error: {message}"), &state);
+                    failed.push((input, message));
+                }
             }
         }
         if let Some(path) = &self.sources.grants {
             match std::fs::read(path) {
                 Ok(bytes) => {
                     let hash = hash_bytes(&bytes);
+                    observe(Input::Grants, hash.clone(), &state);
                     if Some(&hash) != state.last_good.feed_hash.as_ref() {
                         match feed::parse_document(&bytes) {
                             Ok(doc) => {
@@ -394,25 +421,42 @@ impl Store {
                                 changed.push(Input::Grants);
                             }
                             Err(e) => {
-                                failed.push((Input::Grants, format!("`{}`: {e}", path.display())))
+                                failed.push((Input::Grants, format!("`{}`: {e}", path.display())));
                             }
                         }
                     }
                 }
-                Err(e) => failed.push((
-                    Input::Grants,
-                    format!("cannot read `{}`: {e}", path.display()),
-                )),
-            }
-        }
-        // A failed earlier attempt may have left the file as it is now: report it again
-        // only if it is still failing, and forget errors of inputs that now read fine.
-        if changed.is_empty() && failed.is_empty() {
-            for input in Input::ALL {
-                if let Some(s) = state.status.get_mut(&input) {
-                    s.last_attempt = Some(now);
+                Err(e) => {
+                    let message = format!("cannot read `{}`: {e}", path.display());
+                    observe(Input::Grants, format!("error: {message}"), &state);
+                    failed.push((Input::Grants, message));
                 }
             }
+        }
+        for input in Input::ALL {
+            if let Some(s) = state.status.get_mut(&input) {
+                s.last_attempt = Some(now);
+            }
+        }
+        // An input back at its live content has recovered without a new snapshot.
+        for input in Input::ALL {
+            let live = match input {
+                Input::Grants => state.last_good.feed_hash.clone(),
+                other => revision_of(&current.revisions, other),
+            };
+            let back = observed.iter().any(|(i, f)| *i == input && Some(f) == live.as_ref());
+            if back {
+                state.failed_fingerprint.remove(&input);
+                if let Some(s) = state.status.get_mut(&input) {
+                    s.last_error = None;
+                }
+            }
+        }
+        let all_repeats = changed
+            .iter()
+            .chain(failed.iter().map(|(i, _)| i))
+            .all(|i| repeats.contains(i));
+        if all_repeats {
             return false;
         }
 
@@ -485,6 +529,9 @@ impl Store {
         };
 
         for (input, message) in &failed {
+            if let Some((_, fingerprint)) = observed.iter().find(|(i, _)| i == input) {
+                state.failed_fingerprint.insert(*input, fingerprint.clone());
+            }
             tracing::error!(input = input.as_str(), error = %message, "reload failed; keeping the last good version");
             self.metrics.reload(*input, false);
             let s = state.status.entry(*input).or_default();
@@ -521,6 +568,7 @@ impl Store {
             s.last_attempt = Some(now);
             s.last_error = None;
             s.reloads += 1;
+            state.failed_fingerprint.remove(input);
         }
         tracing::info!(
             generation = snapshot.generation,
@@ -635,3 +683,6 @@ fn watch_dirs(sources: &Sources) -> Vec<(PathBuf, notify::RecursiveMode)> {
     }
     dirs
 }
+
+#[cfg(test)]
+mod tests;

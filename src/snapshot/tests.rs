@@ -1,0 +1,118 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use super::*;
+use crate::metrics::Metrics;
+
+const POLICIES: &str = r#"@id("read") permit(principal, action == Action::"read", resource) when { principal.level > 0 };"#;
+const SCHEMA_V1: &str = "entity User { level: Long }; entity Doc; action read appliesTo { principal: [User], resource: [Doc] };";
+const SCHEMA_V2: &str =
+    "entity User { level: Long, team: String }; entity Doc; action read appliesTo { principal: [User], resource: [Doc] };";
+const ENTITIES_V1: &str = r#"[{"uid":{"type":"User","id":"u"},"attrs":{"level":1},"parents":[]}]"#;
+const ENTITIES_V2: &str = r#"[{"uid":{"type":"User","id":"u"},"attrs":{"level":1,"team":"sre"},"parents":[]}]"#;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    store: Store,
+    metrics: Arc<Metrics>,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.cedar"), POLICIES).unwrap();
+        std::fs::write(dir.path().join("s.cedarschema"), SCHEMA_V1).unwrap();
+        std::fs::write(dir.path().join("e.json"), ENTITIES_V1).unwrap();
+        std::fs::write(dir.path().join("g.json"), r#"{"revision":"1","grants":[]}"#).unwrap();
+        let sources = Sources {
+            policies: dir.path().join("p.cedar"),
+            schema: Some(dir.path().join("s.cedarschema")),
+            entities: Some(dir.path().join("e.json")),
+            grants: Some(dir.path().join("g.json")),
+            validation: Validation::Strict,
+        };
+        let metrics = Arc::new(Metrics::new(prometheus::Registry::new()).unwrap());
+        let store = Store::load(sources, Arc::clone(&metrics), Timestamp::now()).unwrap();
+        Self { dir, store, metrics }
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.dir.path().join(name), text).unwrap();
+    }
+
+    fn error_of(&self, input: Input) -> Option<String> {
+        self.store
+            .status()
+            .into_iter()
+            .find(|(i, _)| *i == input)
+            .and_then(|(_, s)| s.last_error)
+    }
+
+    fn errors_counted(&self, input: &str) -> u64 {
+        let text = self.metrics.encode();
+        let needle = format!("elevate_reload_total{{input=\"{input}\",outcome=\"error\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&needle))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    }
+}
+
+#[test]
+fn unchanged_inputs_do_not_make_a_new_generation() {
+    let f = Fixture::new();
+    assert!(!f.store.reload(Timestamp::now()));
+    assert_eq!(f.store.current().generation, 1);
+}
+
+#[test]
+fn a_schema_and_its_entities_can_change_one_after_the_other() {
+    let f = Fixture::new();
+    f.write("s.cedarschema", SCHEMA_V2);
+    assert!(!f.store.reload(Timestamp::now()), "old entities do not conform to the new schema");
+    assert!(f.error_of(Input::Schema).unwrap().contains("no longer conform"));
+    assert_eq!(f.store.current().generation, 1);
+    f.write("e.json", ENTITIES_V2);
+    assert!(f.store.reload(Timestamp::now()), "the pair now loads together");
+    let snap = f.store.current();
+    assert_eq!(snap.generation, 2);
+    assert_eq!(f.error_of(Input::Schema), None);
+    assert_eq!(f.error_of(Input::Entities), None);
+    assert_eq!(snap.revisions.schema, Some(hash_files(&[SourceFile {
+        path: f.dir.path().join("s.cedarschema"),
+        text: SCHEMA_V2.into(),
+    }])));
+}
+
+#[test]
+fn the_same_bad_content_is_reported_once_and_recovery_clears_the_error() {
+    let f = Fixture::new();
+    f.write("g.json", "{not json");
+    assert!(!f.store.reload(Timestamp::now()));
+    assert!(!f.store.reload(Timestamp::now()));
+    assert_eq!(f.errors_counted("grants"), 1);
+    assert!(f.error_of(Input::Grants).unwrap().contains("not valid JSON"));
+    // Back to the content that is live: no new snapshot, but no error either.
+    f.write("g.json", r#"{"revision":"1","grants":[]}"#);
+    assert!(!f.store.reload(Timestamp::now()));
+    assert_eq!(f.error_of(Input::Grants), None);
+}
+
+#[test]
+fn a_bad_input_does_not_hold_back_a_good_one_changed_with_it() {
+    let f = Fixture::new();
+    f.write("p.cedar", "permit(principal, action, resource");
+    f.write("g.json", r#"{"revision":"2","grants":[]}"#);
+    assert!(f.store.reload(Timestamp::now()));
+    let snap = f.store.current();
+    assert_eq!(snap.revisions.grants.as_deref(), Some("2"));
+    assert_eq!(snap.bundle.statics.policies().next().unwrap().id().to_string(), "read");
+    assert!(f.error_of(Input::Policies).unwrap().contains("p.cedar:1:"));
+}
+
+#[test]
+fn a_deleted_feed_keeps_the_last_good_grants() {
+    let f = Fixture::new();
+    std::fs::remove_file(f.dir.path().join("g.json")).unwrap();
+    assert!(!f.store.reload(Timestamp::now()));
+    assert!(f.error_of(Input::Grants).unwrap().contains("cannot read"));
+    assert_eq!(f.store.current().revisions.grants.as_deref(), Some("1"));
+}
