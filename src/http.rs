@@ -152,7 +152,18 @@ impl App {
         let started = Instant::now();
         let query =
             request::build_query(body, &snapshot.bundle, &snapshot.store, snapshot.validation)?;
-        let outcome = engine::decide(snapshot, &query, now);
+        Ok(self.decide_query(snapshot, &query, now, started))
+    }
+
+    /// Decides a built query, counts it and queues its decision record.
+    fn decide_query(
+        &self,
+        snapshot: &Snapshot,
+        query: &request::Query,
+        now: Timestamp,
+        started: Instant,
+    ) -> Answer {
+        let outcome = engine::decide(snapshot, query, now);
         self.metrics.decision(
             outcome.is_allow(),
             !outcome.grants.is_empty(),
@@ -161,7 +172,7 @@ impl App {
         let decision_id = self.log.next_id();
         if self.log.enabled() {
             self.log
-                .submit(record(&decision_id, snapshot, &query, &outcome, now));
+                .submit(record(&decision_id, snapshot, query, &outcome, now));
         }
         tracing::debug!(
             decision_id = %decision_id,
@@ -169,7 +180,7 @@ impl App {
             grants = outcome.grants.len(),
             "decided"
         );
-        Ok(Answer {
+        Answer {
             decision: decision_str(outcome.decision),
             diagnostics: Diagnostics {
                 reason: outcome.reasons.iter().map(ToString::to_string).collect(),
@@ -179,11 +190,12 @@ impl App {
             valid_until: outcome.valid_until,
             grants_suspended: outcome.grants_suspended,
             decision_id,
-        })
+        }
     }
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let method = req.method().clone();
+        let version = req.version();
         let path = req.uri().path().to_owned();
         let route = match path.as_str() {
             "/v1/is_authorized" => Route::IsAuthorized,
@@ -195,7 +207,14 @@ impl App {
             _ => Route::Other,
         };
         let result = self.route(route, &method, &path, req).await;
-        let response = result.unwrap_or_else(ApiError::into_response);
+        let mut response = result.unwrap_or_else(ApiError::into_response);
+        if response.status() == StatusCode::PAYLOAD_TOO_LARGE && version < hyper::Version::HTTP_2 {
+            // The rest of the body was never read, so the connection cannot carry another
+            // request; say so instead of letting a keep-alive client find out the hard way.
+            response
+                .headers_mut()
+                .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         self.metrics.response(route, response.status().as_u16());
         response
     }
@@ -239,13 +258,21 @@ impl App {
                 // One snapshot and one instant for the whole batch: its answers agree.
                 let snapshot = self.store.current();
                 let now = (self.clock)();
-                let mut results = Vec::with_capacity(batch.requests.len());
-                for (index, body) in batch.requests.into_iter().enumerate() {
-                    let answer = self
-                        .decide(&snapshot, body, now)
-                        .map_err(|error| ApiError::BatchItem { index, error })?;
-                    results.push(answer);
-                }
+                // Every item is checked before any is decided: a rejected batch leaves no
+                // decision records or counts behind for answers the client never saw.
+                let queries = batch
+                    .requests
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, body)| {
+                        request::build_query(body, &snapshot.bundle, &snapshot.store, snapshot.validation)
+                            .map_err(|error| ApiError::BatchItem { index, error })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let results: Vec<Answer> = queries
+                    .iter()
+                    .map(|query| self.decide_query(&snapshot, query, now, Instant::now()))
+                    .collect();
                 Ok(json_response(
                     StatusCode::OK,
                     &json!({ "results": results }),

@@ -621,15 +621,21 @@ pub fn spawn_reloader(
     cancel: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, notify::Error> {
     let (tx, mut rx) = mpsc::channel::<()>(1);
+    let filter = EventFilter::new(store.sources());
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| !e.kind.is_access()) {
+        let Ok(event) = event else { return };
+        if !event.kind.is_access() && event.paths.iter().any(|p| filter.concerns(p)) {
             // Full means a signal is already pending; one is enough.
             let _ = tx.try_send(());
         }
     })?;
     for (dir, mode) in watch_dirs(store.sources()) {
+        // Absolute, so event paths compare equal to the filter's.
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
         watcher.watch(&dir, mode)?;
     }
+    // However busy the directory, a change goes live within this long.
+    let max_wait = config.debounce * 4;
     Ok(tokio::spawn(async move {
         // Dropping the watcher stops its thread, so it lives as long as this task.
         let _watcher = watcher;
@@ -639,11 +645,14 @@ pub fn spawn_reloader(
             tokio::select! {
                 () = cancel.cancelled() => break,
                 Some(()) = rx.recv() => {
-                    // Wait for quiet: every further event restarts the debounce.
+                    // Wait for quiet: every further event restarts the debounce, up to
+                    // `max_wait` after the first one.
+                    let deadline = tokio::time::Instant::now() + max_wait;
                     loop {
                         tokio::select! {
                             () = cancel.cancelled() => return,
                             () = tokio::time::sleep(config.debounce) => break,
+                            () = tokio::time::sleep_until(deadline) => break,
                             Some(()) = rx.recv() => {}
                         }
                     }
@@ -654,6 +663,43 @@ pub fn spawn_reloader(
             let _ = tokio::task::spawn_blocking(move || store.reload(Timestamp::now())).await;
         }
     }))
+}
+
+/// Which file events can concern an input: the input files themselves, `.cedar` files
+/// and directories below the policy directory, and Kubernetes' `..data` symlink swaps.
+/// Everything else in a watched directory (a log file next to the feed, editor swap
+/// files) is ignored, so it can neither delay nor trigger reloads.
+struct EventFilter {
+    files: Vec<PathBuf>,
+    policy_dir: Option<PathBuf>,
+}
+
+impl EventFilter {
+    fn new(sources: &Sources) -> Self {
+        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        let policy_dir = sources.policies.is_dir().then(|| absolute(&sources.policies));
+        let files = [Some(&sources.policies), sources.schema.as_ref(), sources.entities.as_ref(), sources.grants.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|p| absolute(p))
+            .collect();
+        Self { files, policy_dir }
+    }
+
+    fn concerns(&self, path: &Path) -> bool {
+        let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        if name.starts_with("..") {
+            return true;
+        }
+        if self.files.iter().any(|f| f == path) {
+            return true;
+        }
+        self.policy_dir.as_ref().is_some_and(|dir| {
+            path.starts_with(dir)
+                && !name.starts_with('.')
+                && path.extension().is_none_or(|e| e == "cedar")
+        })
+    }
 }
 
 /// Directories to watch: the parent of each file input (files are replaced by rename,
