@@ -1086,3 +1086,21 @@ async fn stopping_the_server_flushes_every_grant_decision_record() {
         assert_eq!(record["grants"][0]["ticket"], format!("T-{FINOPS_ALICE}"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_batch_decides_nothing() {
+    let (server, _) = standard_server().await;
+    let requests = json!([
+        create_pm(&user("alice"), "pm-1"),
+        body(&user("alice"), &action("fly"), &uid("Project", "checkout")),
+    ]);
+    let (status, answer) = server
+        .post_json("/v1/batch_is_authorized", &json!({ "requests": requests }))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("requests[1]"), "{answer}");
+    let metrics = server.metrics().await;
+    for line in metrics.lines().filter(|l| l.starts_with("elevate_decisions_total{")) {
+        assert!(line.ends_with(" 0"), "no decision may be counted: {line}");
+    }
+}
