@@ -250,6 +250,8 @@ fn write_loop(shared: &Shared, sink: Sink) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     fn record(id: &str, with_grant: bool) -> DecisionRecord {

@@ -26,9 +26,29 @@ use crate::snapshot::Snapshot;
 /// action hierarchy in the entity store.
 #[derive(Debug)]
 pub struct Slices {
-    by_action: HashMap<EntityUid, PolicySet>,
+    by_action: HashMap<EntityUid, Slice>,
     /// Every static policy, for actions the hierarchy does not know.
     all: PolicySet,
+}
+
+/// The policies one action can match, and the action's ancestors they were chosen
+/// with: the slice holds only while the request sees the same ancestors.
+#[derive(Debug)]
+struct Slice {
+    ancestors: HashSet<EntityUid>,
+    policies: PolicySet,
+}
+
+impl Slice {
+    /// Whether `action` has exactly this slice's ancestors in `entities`.
+    fn holds_in(&self, action: &EntityUid, entities: &Entities) -> bool {
+        let mut seen = 0;
+        let known = entities.ancestors(action).into_iter().flatten().all(|a| {
+            seen += 1;
+            self.ancestors.contains(a)
+        });
+        known && seen == self.ancestors.len()
+    }
 }
 
 impl Slices {
@@ -45,14 +65,26 @@ impl Slices {
         let by_action = actions
             .into_iter()
             .map(|action| {
-                let mut set = PolicySet::new();
+                let mut policies = PolicySet::new();
                 for policy in bundle.statics.policies() {
                     if action_constraint_matches(&policy.action_constraint(), &action, entities) {
                         // Ids are unique in `statics`, so adding to a fresh set cannot fail.
-                        let _ = set.add(policy.clone());
+                        let _ = policies.add(policy.clone());
                     }
                 }
-                (action, set)
+                let ancestors = entities
+                    .ancestors(&action)
+                    .into_iter()
+                    .flatten()
+                    .cloned()
+                    .collect();
+                (
+                    action,
+                    Slice {
+                        ancestors,
+                        policies,
+                    },
+                )
             })
             .collect();
         Self {
@@ -61,9 +93,24 @@ impl Slices {
         }
     }
 
-    /// The static policies that can match `action`.
+    /// The static policies that can match `action` with the store's action hierarchy.
     pub fn for_action(&self, action: &EntityUid) -> &PolicySet {
-        self.by_action.get(action).unwrap_or(&self.all)
+        self.by_action
+            .get(action)
+            .map_or(&self.all, |slice| &slice.policies)
+    }
+
+    /// The static policies that can match `query`. Entities in the request body can
+    /// put a stored action under more groups (a stored action may name a parent the
+    /// store does not hold, and the body may define it); the slice cut with the
+    /// store's hierarchy would then miss policies on those groups, so such a request
+    /// gets every policy.
+    pub fn for_query(&self, query: &Query) -> &PolicySet {
+        match (self.by_action.get(&query.action), &query.entities) {
+            (Some(slice), None) => &slice.policies,
+            (Some(slice), Some(merged)) if slice.holds_in(&query.action, merged) => &slice.policies,
+            _ => &self.all,
+        }
     }
 
     /// Every static policy, unsliced: the reference the slices are proved against.
@@ -105,7 +152,7 @@ impl Outcome {
 pub fn decide(snapshot: &Snapshot, query: &Query, now: Timestamp) -> Outcome {
     let entities = query.entities.as_ref().unwrap_or(&snapshot.store.entities);
     let authorizer = Authorizer::new();
-    let statics = snapshot.slices.for_action(&query.action);
+    let statics = snapshot.slices.for_query(query);
     let static_response = authorizer.is_authorized(&query.request, statics, entities);
 
     let grants_suspended = snapshot.grants_suspended(now);

@@ -265,8 +265,13 @@ impl App {
                     .into_iter()
                     .enumerate()
                     .map(|(index, body)| {
-                        request::build_query(body, &snapshot.bundle, &snapshot.store, snapshot.validation)
-                            .map_err(|error| ApiError::BatchItem { index, error })
+                        request::build_query(
+                            body,
+                            &snapshot.bundle,
+                            &snapshot.store,
+                            snapshot.validation,
+                        )
+                        .map_err(|error| ApiError::BatchItem { index, error })
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 let results: Vec<Answer> = queries

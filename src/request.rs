@@ -186,7 +186,6 @@ fn merge_entities(
         Err(err) => return Err(RequestError::Entities(one_line(&err))),
     };
     let is_action = |uid: &EntityUid| schema.is_some_and(|s| s.actions().any(|a| a == uid));
-    let mut body: Vec<&Entity> = Vec::new();
     for entity in parsed.iter() {
         let uid = entity.uid();
         if is_action(&uid) {
@@ -197,7 +196,6 @@ fn merge_entities(
             return Err(RequestError::EntityConflict(uid.to_string()));
         }
         roots.push(uid);
-        body.push(entity);
     }
 
     let mut seen: HashSet<EntityUid> = HashSet::new();
@@ -220,10 +218,12 @@ fn merge_entities(
         }
         let (_, _, parents) = entity.clone().into_inner();
         roots.extend(parents);
-        // With a schema, `from_entities` adds the schema's action entities itself.
-        if !(schema.is_some() && is_action(&uid)) {
-            slice.push(entity.clone());
-        }
+        // Action entities come from the store even with a schema: the store's
+        // hierarchy is the one the policy slices were cut with and the one a
+        // request without body entities sees. `from_entities` accepts them with the
+        // schema only if they equal its declarations, and the `warn` fallback
+        // below would otherwise lose the action hierarchy altogether.
+        slice.push(entity.clone());
     }
     match Entities::from_entities(slice.clone(), schema) {
         Ok(entities) => Ok(entities),

@@ -444,7 +444,9 @@ impl Store {
                 Input::Grants => state.last_good.feed_hash.clone(),
                 other => revision_of(&current.revisions, other),
             };
-            let back = observed.iter().any(|(i, f)| *i == input && Some(f) == live.as_ref());
+            let back = observed
+                .iter()
+                .any(|(i, f)| *i == input && Some(f) == live.as_ref());
             if back {
                 state.failed_fingerprint.remove(&input);
                 if let Some(s) = state.status.get_mut(&input) {
@@ -677,17 +679,28 @@ struct EventFilter {
 impl EventFilter {
     fn new(sources: &Sources) -> Self {
         let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-        let policy_dir = sources.policies.is_dir().then(|| absolute(&sources.policies));
-        let files = [Some(&sources.policies), sources.schema.as_ref(), sources.entities.as_ref(), sources.grants.as_ref()]
-            .into_iter()
-            .flatten()
-            .map(|p| absolute(p))
-            .collect();
+        let policy_dir = sources
+            .policies
+            .is_dir()
+            .then(|| absolute(&sources.policies));
+        let files = [
+            Some(&sources.policies),
+            sources.schema.as_ref(),
+            sources.entities.as_ref(),
+            sources.grants.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|p| absolute(p))
+        .collect();
         Self { files, policy_dir }
     }
 
     fn concerns(&self, path: &Path) -> bool {
-        let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
         if name.starts_with("..") {
             return true;
         }

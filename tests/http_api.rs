@@ -1098,9 +1098,15 @@ async fn a_rejected_batch_decides_nothing() {
         .post_json("/v1/batch_is_authorized", &json!({ "requests": requests }))
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
-    assert!(answer["error"].as_str().unwrap().contains("requests[1]"), "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("requests[1]"),
+        "{answer}"
+    );
     let metrics = server.metrics().await;
-    for line in metrics.lines().filter(|l| l.starts_with("elevate_decisions_total{")) {
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("elevate_decisions_total{"))
+    {
         assert!(line.ends_with(" 0"), "no decision may be counted: {line}");
     }
 }

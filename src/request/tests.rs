@@ -155,3 +155,52 @@ fn invalid_body_entities_are_unprocessable() {
     assert!(matches!(err, RequestError::Entities(_)), "{err}");
     assert!(err.is_unprocessable());
 }
+
+/// In `warn` mode a store that does not conform to the schema is served as plain
+/// entities; body entities must not make a request lose the action hierarchy that
+/// the same request sees without them.
+#[test]
+fn body_entities_keep_the_store_action_hierarchy_in_warn_mode() {
+    use crate::policy::SourceFile;
+    let file = |path: &str, text: &str| SourceFile {
+        path: path.into(),
+        text: text.into(),
+    };
+    let schema = file(
+        "s.cedarschema",
+        "entity User { age: Long }; entity Doc; action grp;
+         action read in [grp] appliesTo { principal: User, resource: Doc };",
+    );
+    let policies = file(
+        "p.cedar",
+        r#"permit(principal, action in Action::"grp", resource);"#,
+    );
+    let entities = file(
+        "e.json",
+        r#"[{"uid": {"type": "User", "id": "alice"}, "attrs": {"age": "old"}, "parents": []}]"#,
+    );
+    let bundle = Bundle::build(vec![policies], Some(&schema), Validation::Warn).unwrap();
+    let store =
+        EntityStore::build(Some(&entities), bundle.schema.as_ref(), Validation::Warn).unwrap();
+    assert!(
+        !store.findings.is_empty(),
+        "the store is served despite the schema"
+    );
+    let read: EntityUid = r#"Action::"read""#.parse().unwrap();
+    let grp: EntityUid = r#"Action::"grp""#.parse().unwrap();
+    assert!(store.entities.is_ancestor_of(&grp, &read));
+
+    let v = json!({"principal": "User::\"alice\"", "action": "Action::\"read\"", "resource": "Doc::\"d\"",
+        "entities": [{"uid": {"type": "Doc", "id": "d"}, "attrs": {}, "parents": []}]});
+    let query = build_query(body(v), &bundle, &store, Validation::Warn).unwrap();
+    let merged = query
+        .entities
+        .expect("body entities make a per-request slice");
+    assert!(
+        merged.is_ancestor_of(&grp, &read),
+        "the merged slice keeps `read in grp`"
+    );
+    let response =
+        cedar_policy::Authorizer::new().is_authorized(&query.request, &bundle.statics, &merged);
+    assert_eq!(response.decision(), cedar_policy::Decision::Allow);
+}

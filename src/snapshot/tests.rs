@@ -1,14 +1,19 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use super::*;
 use crate::metrics::Metrics;
 
 const POLICIES: &str = r#"@id("read") permit(principal, action == Action::"read", resource) when { principal.level > 0 };"#;
 const SCHEMA_V1: &str = "entity User { level: Long }; entity Doc; action read appliesTo { principal: [User], resource: [Doc] };";
-const SCHEMA_V2: &str =
-    "entity User { level: Long, team: String }; entity Doc; action read appliesTo { principal: [User], resource: [Doc] };";
+const SCHEMA_V2: &str = "entity User { level: Long, team: String }; entity Doc; action read appliesTo { principal: [User], resource: [Doc] };";
 const ENTITIES_V1: &str = r#"[{"uid":{"type":"User","id":"u"},"attrs":{"level":1},"parents":[]}]"#;
-const ENTITIES_V2: &str = r#"[{"uid":{"type":"User","id":"u"},"attrs":{"level":1,"team":"sre"},"parents":[]}]"#;
+const ENTITIES_V2: &str =
+    r#"[{"uid":{"type":"User","id":"u"},"attrs":{"level":1,"team":"sre"},"parents":[]}]"#;
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -32,7 +37,11 @@ impl Fixture {
         };
         let metrics = Arc::new(Metrics::new(prometheus::Registry::new()).unwrap());
         let store = Store::load(sources, Arc::clone(&metrics), Timestamp::now()).unwrap();
-        Self { dir, store, metrics }
+        Self {
+            dir,
+            store,
+            metrics,
+        }
     }
 
     fn write(&self, name: &str, text: &str) {
@@ -67,19 +76,32 @@ fn unchanged_inputs_do_not_make_a_new_generation() {
 fn a_schema_and_its_entities_can_change_one_after_the_other() {
     let f = Fixture::new();
     f.write("s.cedarschema", SCHEMA_V2);
-    assert!(!f.store.reload(Timestamp::now()), "old entities do not conform to the new schema");
-    assert!(f.error_of(Input::Schema).unwrap().contains("no longer conform"));
+    assert!(
+        !f.store.reload(Timestamp::now()),
+        "old entities do not conform to the new schema"
+    );
+    assert!(
+        f.error_of(Input::Schema)
+            .unwrap()
+            .contains("no longer conform")
+    );
     assert_eq!(f.store.current().generation, 1);
     f.write("e.json", ENTITIES_V2);
-    assert!(f.store.reload(Timestamp::now()), "the pair now loads together");
+    assert!(
+        f.store.reload(Timestamp::now()),
+        "the pair now loads together"
+    );
     let snap = f.store.current();
     assert_eq!(snap.generation, 2);
     assert_eq!(f.error_of(Input::Schema), None);
     assert_eq!(f.error_of(Input::Entities), None);
-    assert_eq!(snap.revisions.schema, Some(hash_files(&[SourceFile {
-        path: f.dir.path().join("s.cedarschema"),
-        text: SCHEMA_V2.into(),
-    }])));
+    assert_eq!(
+        snap.revisions.schema,
+        Some(hash_files(&[SourceFile {
+            path: f.dir.path().join("s.cedarschema"),
+            text: SCHEMA_V2.into(),
+        }]))
+    );
 }
 
 #[test]
@@ -89,7 +111,11 @@ fn the_same_bad_content_is_reported_once_and_recovery_clears_the_error() {
     assert!(!f.store.reload(Timestamp::now()));
     assert!(!f.store.reload(Timestamp::now()));
     assert_eq!(f.errors_counted("grants"), 1);
-    assert!(f.error_of(Input::Grants).unwrap().contains("not valid JSON"));
+    assert!(
+        f.error_of(Input::Grants)
+            .unwrap()
+            .contains("not valid JSON")
+    );
     // Back to the content that is live: no new snapshot, but no error either.
     f.write("g.json", r#"{"revision":"1","grants":[]}"#);
     assert!(!f.store.reload(Timestamp::now()));
@@ -104,7 +130,16 @@ fn a_bad_input_does_not_hold_back_a_good_one_changed_with_it() {
     assert!(f.store.reload(Timestamp::now()));
     let snap = f.store.current();
     assert_eq!(snap.revisions.grants.as_deref(), Some("2"));
-    assert_eq!(snap.bundle.statics.policies().next().unwrap().id().to_string(), "read");
+    assert_eq!(
+        snap.bundle
+            .statics
+            .policies()
+            .next()
+            .unwrap()
+            .id()
+            .to_string(),
+        "read"
+    );
     assert!(f.error_of(Input::Policies).unwrap().contains("p.cedar:1:"));
 }
 
