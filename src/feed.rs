@@ -235,8 +235,8 @@ fn check_grant(
 ) -> Result<Grant, Rejected> {
     let claimed_id = raw.get("id").and_then(|v| v.as_str()).map(str::to_owned);
     let reject = |reason, message: String| (claimed_id.clone(), reason, message);
-    let g: RawGrant = serde_json::from_value(raw.clone())
-        .map_err(|e| reject(RejectReason::Malformed, e.to_string()))?;
+    let g =
+        RawGrant::deserialize(raw).map_err(|e| reject(RejectReason::Malformed, e.to_string()))?;
     if g.id.is_empty() {
         return Err(reject(RejectReason::Malformed, "`id` is empty".into()));
     }
@@ -266,9 +266,7 @@ fn check_grant(
             ),
         ));
     };
-    if let Some(schema) = &bundle.schema
-        && !schema.entity_types().any(|t| t == principal.type_name())
-    {
+    if !bundle.declares(principal.type_name()) {
         return Err(reject(
             RejectReason::PrincipalType,
             format!("principal `{principal}` has a type the schema does not declare"),
@@ -276,10 +274,7 @@ fn check_grant(
     }
     let scope_ok = match &role.scope_types {
         Some(types) => types.iter().any(|t| t == scope.type_name()),
-        None => bundle
-            .schema
-            .as_ref()
-            .is_none_or(|s| s.entity_types().any(|t| t == scope.type_name())),
+        None => bundle.declares(scope.type_name()),
     };
     if !scope_ok {
         return Err(reject(

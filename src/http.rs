@@ -128,6 +128,23 @@ pub struct Answer {
     pub decision_id: String,
 }
 
+impl Answer {
+    /// The answer for an engine outcome.
+    pub fn new(outcome: Outcome, decision_id: String) -> Self {
+        Self {
+            decision: decision_str(outcome.decision),
+            diagnostics: Diagnostics {
+                reason: outcome.reasons.iter().map(ToString::to_string).collect(),
+                errors: outcome.errors,
+            },
+            grants: outcome.grants.iter().map(|g| g.id.to_string()).collect(),
+            valid_until: outcome.valid_until,
+            grants_suspended: outcome.grants_suspended,
+            decision_id,
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct Diagnostics {
     pub reason: Vec<String>,
@@ -180,17 +197,7 @@ impl App {
             grants = outcome.grants.len(),
             "decided"
         );
-        Answer {
-            decision: decision_str(outcome.decision),
-            diagnostics: Diagnostics {
-                reason: outcome.reasons.iter().map(ToString::to_string).collect(),
-                errors: outcome.errors,
-            },
-            grants: outcome.grants.iter().map(|g| g.id.to_string()).collect(),
-            valid_until: outcome.valid_until,
-            grants_suspended: outcome.grants_suspended,
-            decision_id,
-        }
+        Answer::new(outcome, decision_id)
     }
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {

@@ -175,6 +175,8 @@ pub struct Bundle {
     /// Entity literals in static policies: request entity slices must include them.
     pub entity_literals: Vec<EntityUid>,
     pub any_role_principal_in: bool,
+    /// The schema's entity types, for checking grants without scanning the schema.
+    entity_types: Option<HashSet<EntityTypeName>>,
     pub files: Vec<SourceFile>,
     pub origins: HashMap<PolicyId, Origin>,
     /// Validation findings that did not stop the load (warnings; errors in `warn` mode).
@@ -276,7 +278,9 @@ impl Bundle {
         }
         let ids = origins.keys().map(ToString::to_string).collect();
         let any_role_principal_in = roles.values().any(|r| r.principal_in);
+        let entity_types = schema.as_ref().map(|s| s.entity_types().cloned().collect());
         Ok(Self {
+            entity_types,
             schema,
             statics,
             roles,
@@ -287,6 +291,15 @@ impl Bundle {
             origins,
             findings,
         })
+    }
+}
+
+impl Bundle {
+    /// Whether the schema declares entity type `ty` (anything goes without a schema).
+    pub fn declares(&self, ty: &EntityTypeName) -> bool {
+        self.entity_types
+            .as_ref()
+            .is_none_or(|types| types.contains(ty))
     }
 }
 
