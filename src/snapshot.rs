@@ -243,9 +243,13 @@ pub struct InputStatus {
 pub struct Store {
     current: ArcSwap<Snapshot>,
     sources: Sources,
-    /// Owned by the reloader (one at a time, serialized by this lock); read by `/v1/status`.
-    /// A std `Mutex`: sections are short and never cross an `.await`.
+    /// Owned by the reloader: one reload at a time, serialized by this lock, which is
+    /// held for a whole rebuild (seconds for a big feed). A std `Mutex` because it never
+    /// crosses an `.await`; request handlers never take it.
     state: Mutex<ReloadState>,
+    /// A copy of the reload status, published after every reload attempt, so
+    /// `/v1/status` and `/metrics` never wait for a rebuild.
+    published: ArcSwap<Vec<(Input, InputStatus)>>,
     metrics: Arc<Metrics>,
 }
 
@@ -308,6 +312,7 @@ impl Store {
         let store = Self {
             current: ArcSwap::from_pointee(snapshot),
             sources,
+            published: ArcSwap::from_pointee(sorted(&status)),
             state: Mutex::new(ReloadState {
                 last_good: raw,
                 status,
@@ -329,13 +334,7 @@ impl Store {
 
     /// Reload status of every configured input.
     pub fn status(&self) -> Vec<(Input, InputStatus)> {
-        let state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut all: Vec<_> = state.status.iter().map(|(k, v)| (*k, v.clone())).collect();
-        all.sort_by_key(|(k, _)| *k);
-        all
+        self.published.load().as_ref().clone()
     }
 
     /// Re-reads every input from disk and swaps in a new snapshot if anything changed.
@@ -345,6 +344,12 @@ impl Store {
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let swapped = self.reload_locked(&mut state, now);
+        self.published.store(Arc::new(sorted(&state.status)));
+        swapped
+    }
+
+    fn reload_locked(&self, state: &mut ReloadState, now: Timestamp) -> bool {
         let current = self.current();
         let validation = self.sources.validation;
         let mut candidate = state.last_good.clone();
@@ -580,9 +585,17 @@ impl Store {
         );
         self.metrics.observe_snapshot(&snapshot, now);
         state.last_good = candidate;
+        // Status first: whoever sees the new generation also sees how it got there.
+        self.published.store(Arc::new(sorted(&state.status)));
         self.current.store(Arc::new(snapshot));
         true
     }
+}
+
+fn sorted(status: &HashMap<Input, InputStatus>) -> Vec<(Input, InputStatus)> {
+    let mut all: Vec<_> = status.iter().map(|(k, v)| (*k, v.clone())).collect();
+    all.sort_by_key(|(k, _)| *k);
+    all
 }
 
 fn input_path(sources: &Sources, input: Input) -> Option<&Path> {
