@@ -371,7 +371,7 @@ impl Store {
         match policy::load_policy_files(&self.sources.policies) {
             Ok(files) => {
                 let hash = hash_files(&files);
-                observe(Input::Policies, hash.clone(), &state);
+                observe(Input::Policies, hash.clone(), state);
                 if hash != current.revisions.policies {
                     candidate.policies = files;
                     changed.push(Input::Policies);
@@ -379,7 +379,7 @@ impl Store {
             }
             Err(e) => {
                 let message = e.to_string();
-                observe(Input::Policies, format!("error: {message}"), &state);
+                observe(Input::Policies, format!("error: {message}"), state);
                 failed.push((Input::Policies, message));
             }
         }
@@ -396,7 +396,7 @@ impl Store {
             match SourceFile::load(path) {
                 Ok(file) => {
                     let hash = hash_files(std::slice::from_ref(&file));
-                    observe(input, hash.clone(), &state);
+                    observe(input, hash.clone(), state);
                     if Some(&hash) != known.as_ref() {
                         if input == Input::Schema {
                             candidate.schema = Some(file);
@@ -408,7 +408,7 @@ impl Store {
                 }
                 Err(e) => {
                     let message = e.to_string();
-                    observe(input, format!("error: {message}"), &state);
+                    observe(input, format!("error: {message}"), state);
                     failed.push((input, message));
                 }
             }
@@ -417,7 +417,7 @@ impl Store {
             match std::fs::read(path) {
                 Ok(bytes) => {
                     let hash = hash_bytes(&bytes);
-                    observe(Input::Grants, hash.clone(), &state);
+                    observe(Input::Grants, hash.clone(), state);
                     if Some(&hash) != state.last_good.feed_hash.as_ref() {
                         match feed::parse_document(&bytes) {
                             Ok(doc) => {
@@ -433,7 +433,7 @@ impl Store {
                 }
                 Err(e) => {
                     let message = format!("cannot read `{}`: {e}", path.display());
-                    observe(Input::Grants, format!("error: {message}"), &state);
+                    observe(Input::Grants, format!("error: {message}"), state);
                     failed.push((Input::Grants, message));
                 }
             }
