@@ -17,6 +17,11 @@ pub fn request(bytes: &[u8], bundle: &crate::policy::Bundle, store: &crate::poli
     }
 }
 
+/// Reads bytes as a workflow event log and verifies its chain.
+pub fn eventlog(bytes: &[u8]) {
+    crate::eventlog::fuzz_read(bytes);
+}
+
 /// Parses bytes as a UID in either JSON form.
 pub fn uid(bytes: &[u8]) {
     if let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) {
@@ -51,6 +56,7 @@ mod tests {
             super::feed(seed.as_bytes(), &snapshot.bundle);
             super::request(seed.as_bytes(), &snapshot.bundle, &snapshot.store);
             super::uid(seed.as_bytes());
+            super::eventlog(seed.as_bytes());
         }
     }
 
@@ -74,6 +80,7 @@ mod tests {
             super::feed(&bytes, &snapshot.bundle);
             super::request(&bytes, &snapshot.bundle, &snapshot.store);
             super::uid(&bytes);
+            super::eventlog(&bytes);
         }
 
         #[test]
@@ -82,6 +89,7 @@ mod tests {
             super::feed(&bytes, &snapshot.bundle);
             super::request(&bytes, &snapshot.bundle, &snapshot.store);
             super::uid(&bytes);
+            super::eventlog(&bytes);
         }
     }
 }

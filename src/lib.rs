@@ -25,6 +25,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod eventlog;
 pub mod feed;
 pub mod fuzzing;
 pub mod http;

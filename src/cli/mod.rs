@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, FileConfig, Sources, Validation};
 
+mod audit;
 mod authorize;
 pub mod serve;
 mod validate;
@@ -39,6 +40,8 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Decide one request; exit 0 for Allow, 2 for Deny, 3 for invalid input.
     Authorize(authorize::AuthorizeArgs),
+    /// Audit trail tools: `verify` checks a workflow event log's hash chain.
+    Audit(audit::AuditArgs),
 }
 
 /// The inputs every subcommand loads. With none given at all (flags, environment or
@@ -112,6 +115,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Validate(args) => validate::run(&args),
         Command::Authorize(args) => authorize::run(&args),
+        Command::Audit(args) => audit::run(&args),
     };
     ExitCode::from(code)
 }
