@@ -27,6 +27,21 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 pub const DEFAULT_DECISION_QUEUE: usize = 65_536;
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// A remote grant feed not confirmed fresh for this long suspends all grants.
+pub const DEFAULT_MAX_FEED_AGE: Duration = Duration::from_secs(60);
+/// The long-poll a sidecar asks for (`?wait=25`); capped at half of `max_feed_age`, so
+/// a healthy feed that holds the request the whole time is never stale.
+pub const DEFAULT_FEED_WAIT: Duration = Duration::from_secs(25);
+/// How much longer than the long-poll a request may take (connect, headers, body).
+pub const DEFAULT_FEED_TIMEOUT_GRACE: Duration = Duration::from_secs(5);
+/// Retry delays after a failed fetch: doubling from the first to the last, with jitter.
+pub const DEFAULT_FEED_BACKOFF_MIN: Duration = Duration::from_millis(100);
+pub const DEFAULT_FEED_BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Least time between two requests that brought nothing new, for servers that answer
+/// at once instead of holding the long-poll (a CDN, an object store).
+pub const DEFAULT_FEED_MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Largest feed document accepted.
+pub const DEFAULT_MAX_FEED_BYTES: usize = 64 * 1024 * 1024;
 
 /// How validation findings are treated at load.
 #[derive(
@@ -97,6 +112,111 @@ impl Default for HttpConfig {
     }
 }
 
+/// The URL of a remote grant feed: `http://host[:port]/path[?query]`, checked.
+///
+/// Only plain HTTP: there is no TLS client yet, so the feed belongs on a trusted
+/// network (the pod, the node, a service mesh that adds TLS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedUrl(hyper::Uri);
+
+impl FeedUrl {
+    /// Parses and checks a grant feed URL.
+    ///
+    /// # Errors
+    /// Not an absolute `http://` URL with a host.
+    pub fn parse(value: &str) -> Result<Self, ConfigError> {
+        let bad = |reason: &'static str| ConfigError::GrantsUrl {
+            value: value.to_owned(),
+            reason,
+        };
+        let uri: hyper::Uri = value
+            .parse()
+            .map_err(|_| bad("is not a URL like `http://127.0.0.1:8180/v1/grants`"))?;
+        match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(bad(
+                    "uses https, which is not supported yet (no TLS client); use http:// on a trusted network",
+                ));
+            }
+            Some(_) => return Err(bad("is not http://; only http:// URLs are supported")),
+            None => {
+                return Err(bad(
+                    "is not absolute; give it as `http://host:port/v1/grants`",
+                ));
+            }
+        }
+        match uri.authority() {
+            Some(a) if !a.host().is_empty() => {}
+            _ => return Err(bad("has no host")),
+        }
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(bad("has credentials in it, which are not supported"));
+        }
+        Ok(Self(uri))
+    }
+
+    pub fn uri(&self) -> &hyper::Uri {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for FeedUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A grant feed fetched over HTTP (`--grants-url`), long-polled with ETags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteFeedConfig {
+    pub url: FeedUrl,
+    /// Grants are suspended once the feed has not been confirmed fresh for this long.
+    pub max_age: Duration,
+    /// Long-poll asked of the server; see [`RemoteFeedConfig::long_poll`].
+    pub wait: Duration,
+    /// Added to the long-poll to give one request's timeout.
+    pub timeout_grace: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// See [`DEFAULT_FEED_MIN_INTERVAL`]; capped at a quarter of `max_age`.
+    pub min_interval: Duration,
+    pub max_bytes: usize,
+}
+
+impl RemoteFeedConfig {
+    /// `url` with the documented defaults.
+    pub fn new(url: FeedUrl, max_age: Duration) -> Self {
+        Self {
+            url,
+            max_age,
+            wait: DEFAULT_FEED_WAIT,
+            timeout_grace: DEFAULT_FEED_TIMEOUT_GRACE,
+            backoff_min: DEFAULT_FEED_BACKOFF_MIN,
+            backoff_max: DEFAULT_FEED_BACKOFF_MAX,
+            min_interval: DEFAULT_FEED_MIN_INTERVAL,
+            max_bytes: DEFAULT_MAX_FEED_BYTES,
+        }
+    }
+
+    /// The `?wait=` to send, in whole seconds: `wait`, but at most half of `max_age`,
+    /// so a long-poll that is held to the end still answers well before the feed goes
+    /// stale. Zero means "do not ask for a long-poll".
+    pub fn long_poll(&self) -> u64 {
+        self.wait.min(self.max_age / 2).as_secs()
+    }
+
+    /// The whole time one request may take: the long-poll plus the grace.
+    pub fn timeout(&self, long_poll: u64) -> Duration {
+        Duration::from_secs(long_poll) + self.timeout_grace
+    }
+
+    /// Pacing between requests that brought nothing new.
+    pub fn min_interval(&self) -> Duration {
+        self.min_interval.min(self.max_age / 4)
+    }
+}
+
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -117,6 +237,8 @@ pub struct FileConfig {
     pub schema: Option<PathBuf>,
     pub entities: Option<PathBuf>,
     pub grants: Option<PathBuf>,
+    pub grants_url: Option<String>,
+    pub max_feed_age_ms: Option<u64>,
     pub decision_log: Option<String>,
     pub validation: Option<Validation>,
     pub max_body_bytes: Option<usize>,
@@ -144,6 +266,12 @@ pub enum ConfigError {
     Listen { value: String },
     #[error("`{name}` must be greater than zero")]
     Zero { name: &'static str },
+    #[error("grant feed URL `{value}` {reason}")]
+    GrantsUrl { value: String, reason: &'static str },
+    #[error(
+        "both `grants` and `grants-url` are set in {place}; the grant feed is a file or a URL, not both"
+    )]
+    TwoFeeds { place: &'static str },
 }
 
 impl FileConfig {
@@ -223,6 +351,52 @@ mod tests {
     fn listen_address_must_be_ip_and_port() {
         assert!(parse_listen("127.0.0.1:8180").is_ok());
         assert!(parse_listen("localhost").is_err());
+    }
+
+    #[test]
+    fn grants_url_must_be_plain_http_with_a_host() {
+        let url = FeedUrl::parse("http://127.0.0.1:8180/v1/grants").unwrap();
+        assert_eq!(url.to_string(), "http://127.0.0.1:8180/v1/grants");
+        assert!(FeedUrl::parse("HTTP://feed.internal/v1/grants?x=1").is_ok());
+        for (value, needle) in [
+            ("https://feed/v1/grants", "no TLS"),
+            ("ftp://feed/v1/grants", "only http://"),
+            ("/v1/grants", "not absolute"),
+            ("feed:8180", "not absolute"),
+            ("http://user:pw@feed/v1/grants", "credentials"),
+            ("http:// bad", "not a URL"),
+        ] {
+            let err = FeedUrl::parse(value).unwrap_err().to_string();
+            assert!(err.contains(needle), "{value}: {err}");
+            assert!(err.contains(value), "{value}: {err}");
+        }
+    }
+
+    #[test]
+    fn long_poll_stays_well_inside_the_maximum_feed_age() {
+        let url = FeedUrl::parse("http://127.0.0.1:1/v1/grants").unwrap();
+        let feed = RemoteFeedConfig::new(url.clone(), DEFAULT_MAX_FEED_AGE);
+        assert_eq!(feed.long_poll(), 25);
+        assert_eq!(feed.timeout(25), Duration::from_secs(30));
+        assert_eq!(feed.min_interval(), Duration::from_secs(1));
+        let short = RemoteFeedConfig::new(url.clone(), Duration::from_secs(10));
+        assert_eq!(short.long_poll(), 5);
+        let tiny = RemoteFeedConfig::new(url, Duration::from_secs(1));
+        assert_eq!(tiny.long_poll(), 0, "no long-poll below two seconds");
+        assert_eq!(tiny.min_interval(), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn file_config_knows_the_remote_feed_keys() {
+        let file: FileConfig = toml::from_str(
+            "grants-url = \"http://127.0.0.1:1/v1/grants\"\nmax-feed-age-ms = 5000\n",
+        )
+        .unwrap();
+        assert_eq!(
+            file.grants_url.as_deref(),
+            Some("http://127.0.0.1:1/v1/grants")
+        );
+        assert_eq!(file.max_feed_age_ms, Some(5000));
     }
 
     #[test]

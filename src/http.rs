@@ -294,10 +294,8 @@ impl App {
             Route::Ready => {
                 let snapshot = self.store.current();
                 let now = (self.clock)();
-                if snapshot.grants_suspended(now) {
-                    return Err(ApiError::NotReady(
-                        "the grant feed is older than its maximum age; grants are suspended".into(),
-                    ));
+                if let Some(why) = snapshot.suspension(now) {
+                    return Err(ApiError::NotReady(why.to_string()));
                 }
                 Ok(json_response(
                     StatusCode::OK,

@@ -8,6 +8,7 @@
 //! * [`feed`]: the grant feed, grant checks, the `GrantIndex` by principal.
 //! * [`request`]: decision requests (UIDs, context, per-request entities).
 //! * [`snapshot`]: the live `Snapshot`, reload, watchers, status.
+//! * [`remote`]: the remote grant feed fetcher (`--grants-url`, ETag and long-poll).
 //! * [`engine`]: `decide(&Snapshot, &Query, now)`, pure.
 //! * [`http`]: the HTTP API.
 //! * [`metrics`]: Prometheus metrics on a caller-owned registry.
@@ -16,7 +17,7 @@
 //!
 //! ```text
 //! policies/ schema/ entities ─┬─> snapshot: load → validate → swap ─> ArcSwap<Snapshot>
-//! grant feed (file) ──────────┘                                          │ one load per request
+//! grant feed (file or HTTP) ──┘                                          │ one load per request
 //! request ─> http ─> request::build_query ─> engine::decide(&snapshot, &query, now)
 //!                                          ─> answer, decision record, metrics
 //! ```
@@ -31,6 +32,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod policy;
+pub mod remote;
 pub mod request;
 pub mod shutdown;
 pub mod snapshot;

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::feed::RejectReason;
@@ -24,6 +24,8 @@ pub struct Metrics {
     grants_in_force: IntGauge,
     grants_rejected: IntCounterVec,
     input_age: IntGaugeVec,
+    /// No labels; a vector only so that it is absent until a remote feed first answers.
+    feed_age: GaugeVec,
     decision_log_dropped: IntCounter,
     responses: IntCounterVec,
 }
@@ -105,6 +107,14 @@ impl Metrics {
             ),
             &["input"],
         )?;
+        let feed_age = GaugeVec::new(
+            Opts::new(
+                "elevate_feed_age_seconds",
+                "Seconds since the remote grant feed last confirmed the live document \
+                 (absent for a file feed and before the first document)",
+            ),
+            &[],
+        )?;
         let decision_log_dropped = IntCounter::new(
             "elevate_decision_log_dropped_total",
             "Decision records dropped because the log queue was full (never records that used a grant)",
@@ -124,6 +134,7 @@ impl Metrics {
         registry.register(Box::new(grants_in_force.clone()))?;
         registry.register(Box::new(grants_rejected.clone()))?;
         registry.register(Box::new(input_age.clone()))?;
+        registry.register(Box::new(feed_age.clone()))?;
         registry.register(Box::new(decision_log_dropped.clone()))?;
         registry.register(Box::new(responses.clone()))?;
         // Pre-create label values so every series exists from the first scrape.
@@ -150,6 +161,7 @@ impl Metrics {
             grants_in_force,
             grants_rejected,
             input_age,
+            feed_age,
             decision_log_dropped,
             responses,
         })
@@ -206,6 +218,12 @@ impl Metrics {
             if let Some(at) = s.last_reload {
                 let age = at.duration_until(now).as_secs().max(0);
                 self.input_age.with_label_values(&[input.as_str()]).set(age);
+            }
+            if *input == Input::Grants
+                && let Some(at) = s.last_refresh
+            {
+                let age = at.duration_until(now).as_secs_f64().max(0.0);
+                self.feed_age.with_label_values::<&str>(&[]).set(age);
             }
         }
         self.encode()

@@ -5,6 +5,14 @@
 //! disk again, builds a whole candidate off the request path and swaps it in only if
 //! it is complete; an input that fails keeps its last good version, and the failure
 //! is recorded (log, metric, `/v1/status`). The request path only calls `current()`.
+//!
+//! A remote grant feed ([`crate::remote`]) hands each fetched document to
+//! [`Store::apply_feed`], which goes through the same rebuild as a file feed. Its
+//! freshness is the snapshot's `feed_deadline`: each good answer (a new document, the
+//! same one again, or a 304 for the live one) swaps in a snapshot that shares every
+//! `Arc` of the current one and carries a later deadline. That swap keeps the
+//! generation, which counts content, not freshness. Every swap happens under the
+//! reload lock, so a refresh can never undo a concurrent file reload or vice versa.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,7 +25,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ReloadConfig, Sources, Validation};
+use crate::config::{ReloadConfig, RemoteFeedConfig, Sources, Validation};
 use crate::engine::Slices;
 use crate::feed::{self, Document, GrantIndex};
 use crate::metrics::Metrics;
@@ -70,10 +78,53 @@ pub struct Snapshot {
     pub feed_deadline: Option<Timestamp>,
 }
 
+/// Why grants are suspended; its `Display` is what `/readyz` should say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suspension {
+    /// A remote feed has not delivered its first good document yet.
+    WaitingForFirstFeed,
+    /// The remote feed has not been confirmed fresh for `max_feed_age`.
+    Stale,
+}
+
+impl std::fmt::Display for Suspension {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::WaitingForFirstFeed => "waiting for the first grant feed; grants are suspended",
+            Self::Stale => "the grant feed is older than its maximum age; grants are suspended",
+        })
+    }
+}
+
 impl Snapshot {
     /// Elevation fails closed once the feed is older than its allowed age.
     pub fn grants_suspended(&self, now: Timestamp) -> bool {
         self.feed_deadline.is_some_and(|deadline| now >= deadline)
+    }
+
+    /// Why grants are suspended at `now`, if they are.
+    pub fn suspension(&self, now: Timestamp) -> Option<Suspension> {
+        if !self.grants_suspended(now) {
+            None
+        } else if self.revisions.grants.is_none() {
+            Some(Suspension::WaitingForFirstFeed)
+        } else {
+            Some(Suspension::Stale)
+        }
+    }
+
+    /// The same snapshot (every `Arc` shared, same generation), fresh until `deadline`.
+    fn with_feed_deadline(&self, deadline: Option<Timestamp>) -> Self {
+        Self {
+            bundle: Arc::clone(&self.bundle),
+            store: Arc::clone(&self.store),
+            slices: Arc::clone(&self.slices),
+            grants: Arc::clone(&self.grants),
+            generation: self.generation,
+            revisions: self.revisions.clone(),
+            validation: self.validation,
+            feed_deadline: deadline,
+        }
     }
 
     /// Builds a snapshot from sources already read, as `validate` and `authorize` do.
@@ -120,13 +171,15 @@ pub enum LoadError {
         #[source]
         source: feed::FeedError,
     },
+    #[error("grants: both a feed file `{path}` and a feed URL `{url}`; use one")]
+    TwoFeeds { path: PathBuf, url: String },
 }
 
 impl LoadError {
     pub fn input(&self) -> Input {
         match self {
             Self::Policy(input, _) => *input,
-            Self::FeedRead { .. } | Self::Feed { .. } => Input::Grants,
+            Self::FeedRead { .. } | Self::Feed { .. } | Self::TwoFeeds { .. } => Input::Grants,
         }
     }
 }
@@ -231,12 +284,64 @@ fn hash_files(files: &[SourceFile]) -> String {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct InputStatus {
     pub path: Option<PathBuf>,
+    /// A remote feed's URL (the grants input only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     pub revision: Option<String>,
+    /// The last time the content changed.
     pub last_reload: Option<Timestamp>,
     pub last_attempt: Option<Timestamp>,
     pub last_error: Option<String>,
     pub reloads: u64,
     pub failures: u64,
+    /// A remote feed: the last time the server confirmed the live document (a new
+    /// document, the same one again, or a 304).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_refresh: Option<Timestamp>,
+    /// A remote feed: grants are suspended from this instant unless refreshed first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fresh_until: Option<Timestamp>,
+}
+
+/// What the fetcher learns from one document it handed to [`Store::apply_feed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedApplied {
+    /// A new snapshot with these grants went live.
+    Changed { generation: u64 },
+    /// The live document again: the feed is refreshed, nothing else changes.
+    Unchanged,
+    /// Not a usable document: the last good grants stay, the feed is not refreshed.
+    Rejected,
+}
+
+/// A grant feed fetched over HTTP, as the store sees it.
+#[derive(Debug, Clone)]
+struct Remote {
+    url: String,
+    max_age: jiff::SignedDuration,
+}
+
+impl Remote {
+    fn deadline(&self, now: Timestamp) -> Timestamp {
+        now.saturating_add(self.max_age).unwrap_or(Timestamp::MAX)
+    }
+
+    fn waiting(&self) -> String {
+        format!("waiting for the first grant feed from `{}`", self.url)
+    }
+}
+
+/// What one reload pass reads.
+#[derive(Debug, Clone, Copy)]
+enum Pass<'a> {
+    /// Every file input again (the watcher, the rescan timer).
+    Files,
+    /// One document fetched from the remote feed; the files are the watcher's business.
+    Fetched {
+        body: &'a [u8],
+        hash: &'a str,
+        fresh_until: Timestamp,
+    },
 }
 
 /// The live snapshot and how it got there.
@@ -251,6 +356,8 @@ pub struct Store {
     /// `/v1/status` and `/metrics` never wait for a rebuild.
     published: ArcSwap<Vec<(Input, InputStatus)>>,
     metrics: Arc<Metrics>,
+    /// Set when the grants come over HTTP instead of from `sources.grants`.
+    remote: Option<Remote>,
 }
 
 struct ReloadState {
@@ -279,8 +386,36 @@ impl Store {
         metrics: Arc<Metrics>,
         now: Timestamp,
     ) -> Result<Self, LoadError> {
+        Self::open(sources, None, metrics, now)
+    }
+
+    /// Loads every local input; with `remote`, the grants come over HTTP later (through
+    /// [`Store::apply_feed`]) and are suspended until the first good document.
+    ///
+    /// # Errors
+    /// A local input cannot be read or is invalid, or `sources` names a feed file too.
+    pub fn open(
+        sources: Sources,
+        remote: Option<&RemoteFeedConfig>,
+        metrics: Arc<Metrics>,
+        now: Timestamp,
+    ) -> Result<Self, LoadError> {
+        let remote = remote.map(|r| Remote {
+            url: r.url.to_string(),
+            max_age: jiff::SignedDuration::try_from(r.max_age).unwrap_or(jiff::SignedDuration::MAX),
+        });
+        if let (Some(path), Some(remote)) = (&sources.grants, &remote) {
+            return Err(LoadError::TwoFeeds {
+                path: path.clone(),
+                url: remote.url.clone(),
+            });
+        }
         let raw = RawInputs::load(&sources)?;
-        let snapshot = Snapshot::build(&raw, sources.validation)?;
+        let mut snapshot = Snapshot::build(&raw, sources.validation)?;
+        if remote.is_some() {
+            // Fail closed until the first good document.
+            snapshot.feed_deadline = Some(now);
+        }
         for finding in snapshot
             .bundle
             .findings
@@ -308,6 +443,16 @@ impl Store {
                 );
             }
         }
+        if let Some(remote) = &remote {
+            status.insert(
+                Input::Grants,
+                InputStatus {
+                    url: Some(remote.url.clone()),
+                    last_error: Some(remote.waiting()),
+                    ..InputStatus::default()
+                },
+            );
+        }
         metrics.observe_snapshot(&snapshot, now);
         let store = Self {
             current: ArcSwap::from_pointee(snapshot),
@@ -319,8 +464,20 @@ impl Store {
                 failed_fingerprint: HashMap::new(),
             }),
             metrics,
+            remote,
         };
         Ok(store)
+    }
+
+    /// Whether the grants come over HTTP.
+    pub fn remote_feed_url(&self) -> Option<&str> {
+        self.remote.as_ref().map(|r| r.url.as_str())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReloadState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The snapshot to use for one whole request.
@@ -340,16 +497,92 @@ impl Store {
     /// Re-reads every input from disk and swaps in a new snapshot if anything changed.
     /// Blocking: run it off the async runtime. Returns whether a new snapshot went live.
     pub fn reload(&self, now: Timestamp) -> bool {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let swapped = self.reload_locked(&mut state, now);
+        let mut state = self.lock();
+        let swapped = self.reload_locked(&mut state, now, Pass::Files);
         self.published.store(Arc::new(sorted(&state.status)));
         swapped
     }
 
-    fn reload_locked(&self, state: &mut ReloadState, now: Timestamp) -> bool {
+    /// A document the remote feed answered with (the body of a 200), received at `now`.
+    /// A new document is parsed and linked by the same rebuild as a file feed; the
+    /// live one again only refreshes the feed; a bad one keeps the last good grants,
+    /// is recorded like a bad file, and does not refresh the feed (its revocations are
+    /// unknown). Blocking: run it off the async runtime.
+    pub fn apply_feed(&self, body: &[u8], now: Timestamp) -> FeedApplied {
+        let Some(remote) = &self.remote else {
+            return FeedApplied::Rejected;
+        };
+        let fresh_until = remote.deadline(now);
+        let hash = hash_bytes(body);
+        let mut state = self.lock();
+        let outcome = if state.last_good.feed.is_some()
+            && state.last_good.feed_hash.as_deref() == Some(hash.as_str())
+        {
+            self.refresh_locked(&mut state, now, fresh_until);
+            FeedApplied::Unchanged
+        } else {
+            let pass = Pass::Fetched {
+                body,
+                hash: &hash,
+                fresh_until,
+            };
+            if self.reload_locked(&mut state, now, pass) {
+                FeedApplied::Changed {
+                    generation: self.current().generation,
+                }
+            } else {
+                FeedApplied::Rejected
+            }
+        };
+        self.published.store(Arc::new(sorted(&state.status)));
+        outcome
+    }
+
+    /// The server confirmed the live document at `now` (a 304 for its ETag). Does
+    /// nothing before the first good document. Blocking: it takes the reload lock.
+    pub fn feed_refreshed(&self, now: Timestamp) {
+        let Some(remote) = &self.remote else { return };
+        let mut state = self.lock();
+        if state.last_good.feed.is_none() {
+            return;
+        }
+        self.refresh_locked(&mut state, now, remote.deadline(now));
+        self.published.store(Arc::new(sorted(&state.status)));
+    }
+
+    /// A fetch failed (unreachable, timeout, an HTTP error): recorded, counted, and the
+    /// feed is not refreshed. Blocking: it takes the reload lock.
+    pub fn feed_failed(&self, message: &str, now: Timestamp) {
+        let Some(remote) = &self.remote else { return };
+        let mut state = self.lock();
+        let waiting = state.last_good.feed.is_none();
+        let s = state.status.entry(Input::Grants).or_default();
+        s.last_attempt = Some(now);
+        s.last_error = Some(if waiting {
+            format!("{}: {message}", remote.waiting())
+        } else {
+            message.to_owned()
+        });
+        s.failures += 1;
+        self.metrics.reload(Input::Grants, false);
+        self.published.store(Arc::new(sorted(&state.status)));
+    }
+
+    /// Swaps in the current snapshot with a later feed deadline; status follows.
+    fn refresh_locked(&self, state: &mut ReloadState, now: Timestamp, fresh_until: Timestamp) {
+        state.failed_fingerprint.remove(&Input::Grants);
+        let s = state.status.entry(Input::Grants).or_default();
+        s.last_attempt = Some(now);
+        s.last_refresh = Some(now);
+        s.fresh_until = Some(fresh_until);
+        s.last_error = None;
+        let current = self.current();
+        self.published.store(Arc::new(sorted(&state.status)));
+        self.current
+            .store(Arc::new(current.with_feed_deadline(Some(fresh_until))));
+    }
+
+    fn reload_locked(&self, state: &mut ReloadState, now: Timestamp, pass: Pass<'_>) -> bool {
         let current = self.current();
         let validation = self.sources.validation;
         let mut candidate = state.last_good.clone();
@@ -368,8 +601,11 @@ impl Store {
             }
             observed.push((input, fingerprint));
         };
-        match policy::load_policy_files(&self.sources.policies) {
-            Ok(files) => {
+        let files = matches!(pass, Pass::Files);
+        let policies = files.then(|| policy::load_policy_files(&self.sources.policies));
+        match policies {
+            None => {}
+            Some(Ok(files)) => {
                 let hash = hash_files(&files);
                 observe(Input::Policies, hash.clone(), state);
                 if hash != current.revisions.policies {
@@ -377,7 +613,7 @@ impl Store {
                     changed.push(Input::Policies);
                 }
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 let message = e.to_string();
                 observe(Input::Policies, format!("error: {message}"), state);
                 failed.push((Input::Policies, message));
@@ -387,7 +623,9 @@ impl Store {
             (Input::Schema, &self.sources.schema),
             (Input::Entities, &self.sources.entities),
         ] {
-            let Some(path) = path else { continue };
+            let Some(path) = path.as_ref().filter(|_| files) else {
+                continue;
+            };
             let known = if input == Input::Schema {
                 &current.revisions.schema
             } else {
@@ -413,7 +651,26 @@ impl Store {
                 }
             }
         }
-        if let Some(path) = &self.sources.grants {
+        if let (Pass::Fetched { body, hash, .. }, Some(remote)) = (pass, &self.remote) {
+            observe(Input::Grants, hash.to_owned(), state);
+            match feed::parse_document(body) {
+                Ok(doc) => {
+                    candidate.feed = Some(doc);
+                    candidate.feed_hash = Some(hash.to_owned());
+                    changed.push(Input::Grants);
+                }
+                Err(e) => {
+                    let message = format!("`{}`: {e}", remote.url);
+                    let message = if state.last_good.feed.is_none() {
+                        format!("{}: {message}", remote.waiting())
+                    } else {
+                        message
+                    };
+                    failed.push((Input::Grants, message));
+                }
+            }
+        }
+        if let Some(path) = self.sources.grants.as_ref().filter(|_| files) {
             match std::fs::read(path) {
                 Ok(bytes) => {
                     let hash = hash_bytes(&bytes);
@@ -438,8 +695,8 @@ impl Store {
                 }
             }
         }
-        for input in Input::ALL {
-            if let Some(s) = state.status.get_mut(&input) {
+        for (input, _) in &observed {
+            if let Some(s) = state.status.get_mut(input) {
                 s.last_attempt = Some(now);
             }
         }
@@ -557,7 +814,12 @@ impl Store {
             grants,
             generation: current.generation + 1,
             validation,
-            feed_deadline: current.feed_deadline,
+            feed_deadline: match pass {
+                Pass::Fetched { fresh_until, .. } if changed.contains(&Input::Grants) => {
+                    Some(fresh_until)
+                }
+                _ => current.feed_deadline,
+            },
         };
         if bundle_rebuilt {
             for finding in &snapshot.bundle.findings {
@@ -575,6 +837,10 @@ impl Store {
             s.last_attempt = Some(now);
             s.last_error = None;
             s.reloads += 1;
+            if let (Input::Grants, Pass::Fetched { fresh_until, .. }) = (input, pass) {
+                s.last_refresh = Some(now);
+                s.fresh_until = Some(fresh_until);
+            }
             state.failed_fingerprint.remove(input);
         }
         tracing::info!(
@@ -758,3 +1024,222 @@ fn watch_dirs(sources: &Sources) -> Vec<(PathBuf, notify::RecursiveMode)> {
 
 #[cfg(test)]
 mod tests;
+
+/// The store's side of a remote feed: apply, refresh, fail, and how each moves the
+/// feed deadline. (The fetcher itself is tested end to end in `tests/remote_feed.rs`.)
+#[cfg(test)]
+mod remote_tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use std::time::Duration;
+
+    use jiff::SignedDuration;
+
+    use super::*;
+    use crate::config::{FeedUrl, RemoteFeedConfig};
+    use crate::testutil::{feed_of, grant, repo};
+
+    const URL: &str = "http://127.0.0.1:9/v1/grants";
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn shipped_sources() -> Sources {
+        Sources {
+            policies: repo("policies"),
+            schema: Some(repo("schema/elevate.cedarschema")),
+            entities: Some(repo("deploy/local/entities.json")),
+            grants: None,
+            validation: Validation::Strict,
+        }
+    }
+
+    fn remote_store(now: Timestamp) -> (Store, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::new(prometheus::Registry::new()).unwrap());
+        let remote = RemoteFeedConfig::new(FeedUrl::parse(URL).unwrap(), Duration::from_secs(60));
+        let store =
+            Store::open(shipped_sources(), Some(&remote), Arc::clone(&metrics), now).unwrap();
+        (store, metrics)
+    }
+
+    fn doc(revision: &str) -> Vec<u8> {
+        let g = grant(
+            "g-1",
+            r#"User::"alice""#,
+            "FinOpsManager",
+            r#"Workspace::"ws-1""#,
+            "2026-12-03T17:00:00Z",
+            "2026-12-03T19:00:00Z",
+        );
+        feed_of(&[g])
+            .replace(r#""revision":"t""#, &format!(r#""revision":"{revision}""#))
+            .into_bytes()
+    }
+
+    fn grants_status(store: &Store) -> InputStatus {
+        store
+            .status()
+            .into_iter()
+            .find(|(i, _)| *i == Input::Grants)
+            .unwrap()
+            .1
+    }
+
+    fn errors_counted(metrics: &Metrics) -> u64 {
+        let needle = "elevate_reload_total{input=\"grants\",outcome=\"error\"} ";
+        metrics
+            .encode()
+            .lines()
+            .find_map(|l| l.strip_prefix(needle))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    }
+
+    #[test]
+    fn grants_are_suspended_until_the_first_good_document() {
+        let start = t("2026-12-03T18:00:00Z");
+        let (store, _) = remote_store(start);
+        let snap = store.current();
+        assert_eq!(
+            snap.suspension(start),
+            Some(Suspension::WaitingForFirstFeed)
+        );
+        assert!(
+            snap.suspension(start)
+                .unwrap()
+                .to_string()
+                .contains("waiting for the first grant feed")
+        );
+        let status = grants_status(&store);
+        assert_eq!(status.url.as_deref(), Some(URL));
+        assert!(
+            status
+                .last_error
+                .unwrap()
+                .contains("waiting for the first grant feed")
+        );
+
+        let now = start + SignedDuration::from_secs(5);
+        assert_eq!(
+            store.apply_feed(&doc("1"), now),
+            FeedApplied::Changed { generation: 2 }
+        );
+        let snap = store.current();
+        assert_eq!(snap.grants.len(), 1);
+        assert_eq!(snap.revisions.grants.as_deref(), Some("1"));
+        let deadline = now + SignedDuration::from_secs(60);
+        assert_eq!(snap.feed_deadline, Some(deadline));
+        assert_eq!(snap.suspension(now), None);
+        assert_eq!(
+            snap.suspension(deadline - SignedDuration::from_nanos(1)),
+            None
+        );
+        assert_eq!(snap.suspension(deadline), Some(Suspension::Stale));
+        let status = grants_status(&store);
+        assert_eq!(status.last_error, None);
+        assert_eq!(status.last_refresh, Some(now));
+        assert_eq!(status.fresh_until, Some(deadline));
+        assert_eq!(status.revision.as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn a_refresh_shares_everything_and_keeps_the_generation() {
+        let start = t("2026-12-03T18:00:00Z");
+        let (store, _) = remote_store(start);
+        store.apply_feed(&doc("1"), start);
+        let before = store.current();
+
+        let later = start + SignedDuration::from_secs(30);
+        store.feed_refreshed(later);
+        let after = store.current();
+        assert_eq!(after.generation, before.generation);
+        assert!(Arc::ptr_eq(&after.grants, &before.grants));
+        assert!(Arc::ptr_eq(&after.bundle, &before.bundle));
+        assert!(Arc::ptr_eq(&after.slices, &before.slices));
+        assert_eq!(
+            after.feed_deadline,
+            Some(later + SignedDuration::from_secs(60))
+        );
+
+        // The same document again is a refresh too, not a rebuild.
+        let again = later + SignedDuration::from_secs(30);
+        assert_eq!(store.apply_feed(&doc("1"), again), FeedApplied::Unchanged);
+        let after = store.current();
+        assert_eq!(after.generation, before.generation);
+        assert!(Arc::ptr_eq(&after.grants, &before.grants));
+        assert_eq!(
+            after.feed_deadline,
+            Some(again + SignedDuration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn a_bad_document_or_a_failed_fetch_keeps_the_grants_and_does_not_refresh() {
+        let start = t("2026-12-03T18:00:00Z");
+        let (store, metrics) = remote_store(start);
+        store.feed_failed("GET x: connection refused", start);
+        let message = grants_status(&store).last_error.unwrap();
+        assert!(
+            message.contains("waiting for the first grant feed"),
+            "{message}"
+        );
+        assert!(message.contains("connection refused"), "{message}");
+        assert_eq!(errors_counted(&metrics), 1);
+
+        store.apply_feed(&doc("1"), start);
+        let good = store.current();
+        let later = start + SignedDuration::from_secs(10);
+        assert_eq!(store.apply_feed(b"{not json", later), FeedApplied::Rejected);
+        assert_eq!(store.apply_feed(b"{not json", later), FeedApplied::Rejected);
+        assert_eq!(
+            errors_counted(&metrics),
+            2,
+            "the same bad document counts once"
+        );
+        let snap = store.current();
+        assert!(Arc::ptr_eq(&snap, &good), "nothing swapped");
+        let message = grants_status(&store).last_error.unwrap();
+        assert!(
+            message.contains("not valid JSON") && message.contains(URL),
+            "{message}"
+        );
+
+        store.feed_failed("GET x: HTTP 500", later);
+        assert_eq!(errors_counted(&metrics), 3);
+        assert_eq!(store.current().feed_deadline, good.feed_deadline);
+        assert_eq!(
+            grants_status(&store).last_error.as_deref(),
+            Some("GET x: HTTP 500")
+        );
+
+        // Recovery clears the error.
+        store.feed_refreshed(later);
+        assert_eq!(grants_status(&store).last_error, None);
+    }
+
+    #[test]
+    fn a_file_reload_keeps_the_remote_grants_and_their_deadline() {
+        let start = t("2026-12-03T18:00:00Z");
+        let (store, _) = remote_store(start);
+        store.apply_feed(&doc("1"), start);
+        let before = store.current();
+        assert!(!store.reload(start + SignedDuration::from_secs(1)));
+        let after = store.current();
+        assert!(Arc::ptr_eq(&after, &before));
+        assert_eq!(
+            grants_status(&store).last_attempt,
+            Some(start),
+            "a file pass does not touch the feed"
+        );
+    }
+
+    #[test]
+    fn a_feed_file_and_a_url_together_are_refused() {
+        let mut sources = shipped_sources();
+        sources.grants = Some(repo("deploy/local/grants.json"));
+        let metrics = Arc::new(Metrics::new(prometheus::Registry::new()).unwrap());
+        let remote = RemoteFeedConfig::new(FeedUrl::parse(URL).unwrap(), Duration::from_secs(60));
+        let err = Store::open(sources, Some(&remote), metrics, Timestamp::now()).unwrap_err();
+        assert!(matches!(err, LoadError::TwoFeeds { .. }), "{err}");
+    }
+}

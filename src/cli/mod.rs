@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, FileConfig, Sources, Validation};
+use crate::config::{self, ConfigError, FeedUrl, FileConfig, Sources, Validation};
 
 mod audit;
 mod authorize;
@@ -64,6 +64,9 @@ pub struct InputArgs {
     /// Grant feed JSON file [default: deploy/local/grants.json]
     #[arg(long, env = "ELEVATE_GRANTS")]
     pub grants: Option<PathBuf>,
+    /// Grant feed over HTTP, long-polled (`http://HOST:PORT/v1/grants`; no TLS); instead of `--grants`
+    #[arg(long, env = "ELEVATE_GRANTS_URL")]
+    pub grants_url: Option<String>,
     /// `strict`: policies and entities must validate; `warn`: log and serve anyway [default: strict]
     #[arg(long, env = "ELEVATE_VALIDATION", value_enum)]
     pub validation: Option<Validation>,
@@ -81,15 +84,26 @@ impl InputArgs {
         }
     }
 
-    /// Merges flags over the config file over the shipped defaults.
+    /// Merges flags over the config file over the shipped defaults. A grant feed URL
+    /// names the grants input too, so with one there is no feed file.
     pub fn sources(&self, file: &FileConfig) -> Sources {
         let policies = self.policies.clone().or_else(|| file.policies.clone());
         let schema = self.schema.clone().or_else(|| file.schema.clone());
         let entities = self.entities.clone().or_else(|| file.entities.clone());
-        let grants = self.grants.clone().or_else(|| file.grants.clone());
+        let feed = self.grant_feed(file).unwrap_or_else(|_| {
+            // Both named in one place: `grants_url` reports it; here the file wins.
+            GrantFeed::File(self.grants.clone().or_else(|| file.grants.clone()))
+        });
+        let (grants, grants_url_named) = match feed {
+            GrantFeed::File(path) => (path, false),
+            GrantFeed::Url(_) => (None, true),
+        };
         let validation = self.validation.or(file.validation).unwrap_or_default();
-        let none_named =
-            policies.is_none() && schema.is_none() && entities.is_none() && grants.is_none();
+        let none_named = policies.is_none()
+            && schema.is_none()
+            && entities.is_none()
+            && grants.is_none()
+            && !grants_url_named;
         if none_named {
             return Sources {
                 policies: PathBuf::from(config::DEFAULT_POLICIES),
@@ -106,6 +120,39 @@ impl InputArgs {
             grants,
             validation,
         }
+    }
+}
+
+/// Where the grant feed comes from once flags are layered over the config file.
+enum GrantFeed {
+    File(Option<PathBuf>),
+    Url(String),
+}
+
+impl InputArgs {
+    /// The grant feed URL, if the grants come over HTTP. Flags (and their environment
+    /// variables) decide over the config file; naming both a file and a URL in the same
+    /// place is an error.
+    ///
+    /// # Errors
+    /// Both are named in one place, or the URL is not a usable `http://` URL.
+    pub fn grants_url(&self, file: &FileConfig) -> Result<Option<FeedUrl>, ConfigError> {
+        match self.grant_feed(file)? {
+            GrantFeed::Url(url) => FeedUrl::parse(&url).map(Some),
+            GrantFeed::File(_) => Ok(None),
+        }
+    }
+
+    fn grant_feed(&self, file: &FileConfig) -> Result<GrantFeed, ConfigError> {
+        let layer = |path: &Option<PathBuf>, url: &Option<String>, place| match (path, url) {
+            (Some(_), Some(_)) => Err(ConfigError::TwoFeeds { place }),
+            (Some(path), None) => Ok(Some(GrantFeed::File(Some(path.clone())))),
+            (None, Some(url)) => Ok(Some(GrantFeed::Url(url.clone()))),
+            (None, None) => Ok(None),
+        };
+        let flags = layer(&self.grants, &self.grants_url, "the flags and environment")?;
+        let file = layer(&file.grants, &file.grants_url, "the config file")?;
+        Ok(flags.or(file).unwrap_or(GrantFeed::File(None)))
     }
 }
 

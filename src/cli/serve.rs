@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{EXIT_FAILURE, EXIT_INVALID, EXIT_OK, InputArgs};
 use crate::audit::DecisionLog;
-use crate::config::{self, Config, ConfigError, HttpConfig, ReloadConfig};
+use crate::config::{self, Config, ConfigError, HttpConfig, ReloadConfig, RemoteFeedConfig};
 use crate::http::{self, App};
 use crate::metrics::Metrics;
 use crate::snapshot::{self, Store};
@@ -47,6 +47,10 @@ pub struct ServeArgs {
     /// Time to drain in-flight requests on shutdown, in ms [default: 10000]
     #[arg(long, env = "ELEVATE_SHUTDOWN_GRACE_MS")]
     pub shutdown_grace_ms: Option<u64>,
+    /// With `--grants-url`: grants are suspended once the feed has not been confirmed
+    /// fresh for this long, in ms [default: 60000]
+    #[arg(long, env = "ELEVATE_MAX_FEED_AGE_MS")]
+    pub max_feed_age_ms: Option<u64>,
 }
 
 impl ServeArgs {
@@ -55,7 +59,25 @@ impl ServeArgs {
     /// # Errors
     /// The config file or a value is unusable.
     pub fn config(&self) -> Result<Config, ConfigError> {
+        self.configs().map(|(config, _)| config)
+    }
+
+    /// As [`ServeArgs::config`], plus the remote grant feed when `--grants-url` is set.
+    ///
+    /// # Errors
+    /// The config file or a value is unusable.
+    pub fn configs(&self) -> Result<(Config, Option<RemoteFeedConfig>), ConfigError> {
         let file = self.inputs.file_config()?;
+        let remote_feed = match self.inputs.grants_url(&file)? {
+            Some(url) => {
+                let max_age = match self.max_feed_age_ms.or(file.max_feed_age_ms) {
+                    Some(v) => Duration::from_millis(config::nonzero("max-feed-age-ms", v)?),
+                    None => config::DEFAULT_MAX_FEED_AGE,
+                };
+                Some(RemoteFeedConfig::new(url, max_age))
+            }
+            None => None,
+        };
         let sources = self.inputs.sources(&file);
         let listen = self.listen.clone().or_else(|| file.listen.clone());
         let listen = config::parse_listen(listen.as_deref().unwrap_or(config::DEFAULT_LISTEN))?;
@@ -74,7 +96,7 @@ impl ServeArgs {
             .clone()
             .or_else(|| file.decision_log.clone())
             .map_or(config::DecisionLog::Off, |v| config::parse_decision_log(&v));
-        Ok(Config {
+        let config = Config {
             sources,
             reload: ReloadConfig {
                 debounce: ms(
@@ -124,12 +146,13 @@ impl ServeArgs {
                 file.shutdown_grace_ms,
                 config::DEFAULT_SHUTDOWN_GRACE,
             )?,
-        })
+        };
+        Ok((config, remote_feed))
     }
 }
 
 pub fn run(args: ServeArgs) -> u8 {
-    let config = match args.config() {
+    let (config, remote_feed) = match args.configs() {
         Ok(c) => c,
         Err(err) => {
             eprintln!("error: {err}");
@@ -146,10 +169,10 @@ pub fn run(args: ServeArgs) -> u8 {
             return EXIT_FAILURE;
         }
     };
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, remote_feed))
 }
 
-async fn serve(config: Config) -> u8 {
+async fn serve(config: Config, remote_feed: Option<RemoteFeedConfig>) -> u8 {
     let listener = match tokio::net::TcpListener::bind(config.http.listen).await {
         Ok(l) => l,
         Err(err) => {
@@ -159,8 +182,9 @@ async fn serve(config: Config) -> u8 {
     };
     let cancel = CancellationToken::new();
     crate::shutdown::cancel_on_signal(cancel.clone());
-    let running = match start(
+    let running = match start_with_feed(
         config,
+        remote_feed,
         listener,
         http::system_clock(),
         prometheus::Registry::new(),
@@ -242,9 +266,28 @@ pub fn start(
     registry: prometheus::Registry,
     cancel: CancellationToken,
 ) -> Result<Running, StartError> {
+    start_with_feed(config, None, listener, clock, registry, cancel)
+}
+
+/// As [`start`], with the grants from a remote feed when `remote_feed` is set
+/// (`config.sources.grants` must then be `None`). The server starts at once and serves
+/// the static policies; grants are suspended, and `/readyz` is 503, until the first
+/// good document arrives.
+///
+/// # Errors
+/// As [`start`].
+pub fn start_with_feed(
+    config: Config,
+    remote_feed: Option<RemoteFeedConfig>,
+    listener: tokio::net::TcpListener,
+    clock: http::Clock,
+    registry: prometheus::Registry,
+    cancel: CancellationToken,
+) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new(registry)?);
-    let store = Arc::new(Store::load(
+    let store = Arc::new(Store::open(
         config.sources.clone(),
+        remote_feed.as_ref(),
         Arc::clone(&metrics),
         clock(),
     )?);
@@ -256,6 +299,9 @@ pub fn start(
     .map_err(StartError::DecisionLog)?;
     let reloader =
         snapshot::spawn_reloader(Arc::clone(&store), config.reload.clone(), cancel.clone())?;
+    let fetcher = remote_feed.map(|feed| {
+        crate::remote::spawn(Arc::clone(&store), feed, Arc::clone(&clock), cancel.clone())
+    });
     let addr = listener.local_addr().map_err(StartError::DecisionLog)?;
     let snap = store.current();
     tracing::info!(
@@ -265,6 +311,7 @@ pub fn start(
         roles = snap.bundle.roles.len(),
         entities = snap.store.entities.len(),
         grants = snap.grants.len(),
+        grants_url = store.remote_feed_url(),
         "elevate serving"
     );
     drop(snap);
@@ -280,6 +327,9 @@ pub fn start(
         let result = http::serve(listener, app, token.clone(), config.shutdown_grace).await;
         token.cancel();
         let _ = reloader.await;
+        if let Some(fetcher) = fetcher {
+            let _ = fetcher.await;
+        }
         // The writer thread drains and syncs; blocking here is the point of shutting down.
         let _ = tokio::task::spawn_blocking(move || writer.finish()).await;
         result
@@ -290,4 +340,121 @@ pub fn start(
         cancel,
         task,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        let argv = ["elevate", "serve"].iter().chain(args).copied();
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Serve(args) => args,
+            _ => panic!("not serve"),
+        }
+    }
+
+    fn toml_file(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        file
+    }
+
+    #[test]
+    fn grants_url_replaces_the_feed_file_with_the_default_max_age() {
+        let (config, remote) = serve_args(&["--grants-url", "http://127.0.0.1:9/v1/grants"])
+            .configs()
+            .unwrap();
+        let remote = remote.unwrap();
+        assert_eq!(remote.url.to_string(), "http://127.0.0.1:9/v1/grants");
+        assert_eq!(remote.max_age, config::DEFAULT_MAX_FEED_AGE);
+        // The URL names the grants input: no feed file, and no shipped defaults either.
+        assert_eq!(config.sources.grants, None);
+        assert_eq!(config.sources.schema, None);
+    }
+
+    #[test]
+    fn max_feed_age_comes_from_the_flag_or_the_file() {
+        let remote = serve_args(&[
+            "--grants-url",
+            "http://127.0.0.1:9/v1/grants",
+            "--max-feed-age-ms",
+            "1500",
+        ])
+        .configs()
+        .unwrap()
+        .1
+        .unwrap();
+        assert_eq!(remote.max_age, Duration::from_millis(1500));
+        let file = toml_file("grants-url = \"http://feed:80/v1/grants\"\nmax-feed-age-ms = 2000\n");
+        let path = file.path().to_str().unwrap();
+        let (config, remote) = serve_args(&["--config", path]).configs().unwrap();
+        let remote = remote.unwrap();
+        assert_eq!(remote.url.to_string(), "http://feed:80/v1/grants");
+        assert_eq!(remote.max_age, Duration::from_secs(2));
+        assert_eq!(config.sources.grants, None);
+        let zero = serve_args(&[
+            "--grants-url",
+            "http://h/v1/grants",
+            "--max-feed-age-ms",
+            "0",
+        ]);
+        assert!(
+            zero.configs()
+                .unwrap_err()
+                .to_string()
+                .contains("max-feed-age-ms")
+        );
+    }
+
+    #[test]
+    fn a_file_and_a_url_are_exclusive_in_one_place_and_flags_win_over_the_file() {
+        let both = serve_args(&["--grants", "g.json", "--grants-url", "http://h/v1/grants"]);
+        let err = both.configs().unwrap_err().to_string();
+        assert!(err.contains("both `grants` and `grants-url`"), "{err}");
+        let file = toml_file("grants = \"g.json\"\ngrants-url = \"http://h/v1/grants\"\n");
+        let path = file.path().to_str().unwrap();
+        let err = serve_args(&["--config", path]).configs().unwrap_err();
+        assert!(err.to_string().contains("config file"), "{err}");
+
+        let file = toml_file("grants = \"g.json\"\n");
+        let path = file.path().to_str().unwrap();
+        let (config, remote) =
+            serve_args(&["--config", path, "--grants-url", "http://h/v1/grants"])
+                .configs()
+                .unwrap();
+        assert!(remote.is_some());
+        assert_eq!(config.sources.grants, None);
+        let file = toml_file("grants-url = \"http://h/v1/grants\"\n");
+        let path = file.path().to_str().unwrap();
+        let (config, remote) = serve_args(&["--config", path, "--grants", "g.json"])
+            .configs()
+            .unwrap();
+        assert!(remote.is_none());
+        assert_eq!(config.sources.grants, Some("g.json".into()));
+    }
+
+    #[test]
+    fn only_http_urls_are_accepted() {
+        for url in [
+            "https://h/v1/grants",
+            "file:///tmp/g.json",
+            "h:80/v1/grants",
+        ] {
+            let err = serve_args(&["--grants-url", url]).configs().unwrap_err();
+            assert!(err.to_string().contains(url), "{err}");
+        }
+    }
+
+    #[test]
+    fn without_a_url_nothing_changes() {
+        let (config, remote) = serve_args(&[]).configs().unwrap();
+        assert!(remote.is_none());
+        assert_eq!(config.sources.grants, Some(config::DEFAULT_GRANTS.into()));
+    }
 }
