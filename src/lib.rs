@@ -13,6 +13,9 @@
 //! * [`http`]: the HTTP API.
 //! * [`metrics`]: Prometheus metrics on a caller-owned registry.
 //! * [`audit`]: the decision log writer.
+//! * [`eventlog`]: the workflow's hash-chained, fsynced event log (its source of truth).
+//! * [`workflow`]: request → approve → grant → revoke, decided by Cedar, rebuilt from
+//!   the event log, publishing the grant feed document.
 //! * [`cli`]: the command line; [`shutdown`]: signals.
 //!
 //! ```text
@@ -38,3 +41,4 @@ pub mod shutdown;
 pub mod snapshot;
 #[cfg(test)]
 mod testutil;
+pub mod workflow;

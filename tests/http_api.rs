@@ -676,7 +676,7 @@ async fn health_ready_and_status_describe_the_loaded_snapshot() {
     assert_eq!(doc["grants"]["rejected_count"], 0);
     assert_eq!(doc["grants"]["rejected"], json!([]));
     assert_eq!(doc["grants"]["suspended"], false);
-    assert_eq!(doc["policies"]["static"], 10, "{doc:#}");
+    assert_eq!(doc["policies"]["static"], 19, "{doc:#}");
     let mut roles = strings(&doc["policies"]["roles"]);
     roles.sort();
     assert_eq!(

@@ -131,7 +131,7 @@ async fn new_permit_file_changes_decisions_after_reload() {
     assert_eq!(after["revisions"]["grants"], before["revisions"]["grants"]);
     assert_eq!(after["inputs"]["policies"]["last_error"], Value::Null);
     assert_eq!(after["inputs"]["policies"]["reloads"], 2);
-    assert_eq!(after["policies"]["static"], 11);
+    assert_eq!(after["policies"]["static"], 20);
 
     let answer = server
         .decide(
@@ -195,7 +195,7 @@ async fn broken_policy_keeps_the_last_good_set_until_it_is_fixed() {
         generation,
         "{status:#}"
     );
-    assert_eq!(status["policies"]["static"], 10);
+    assert_eq!(status["policies"]["static"], 19);
     assert!(reload_errors(&server, "policies").await >= 1.0);
     assert_baseline_decisions(&server).await;
     let answer = server
@@ -218,7 +218,7 @@ async fn broken_policy_keeps_the_last_good_set_until_it_is_fixed() {
         Value::Null,
         "{status:#}"
     );
-    assert_eq!(status["policies"]["static"], 11);
+    assert_eq!(status["policies"]["static"], 20);
     let answer = server
         .decide(
             &user("carol"),

@@ -94,7 +94,7 @@ fn shipped_inputs_validate_strictly_with_no_findings_and_no_rejected_grants() {
         snapshot.grants.rejected
     );
     assert_eq!(snapshot.grants.len(), 4);
-    assert_eq!(snapshot.bundle.statics.policies().count(), 10);
+    assert_eq!(snapshot.bundle.statics.policies().count(), 19);
     let mut roles: Vec<String> = snapshot
         .bundle
         .roles
@@ -383,7 +383,7 @@ fn cli_validate_accepts_the_shipped_inputs() {
         "stdout: {stdout}\nstderr: {stderr}"
     );
     assert!(
-        stdout.starts_with("valid: 10 policies, 3 elevation roles"),
+        stdout.starts_with("valid: 19 policies, 3 elevation roles"),
         "{stdout}"
     );
     assert!(stdout.contains("4 grants (0 rejected)"), "{stdout}");
