@@ -113,8 +113,9 @@ pub struct Document {
     pub revision: String,
     #[serde(default)]
     pub generated_at: Option<Timestamp>,
+    /// Shared, so keeping the last good document beside a reload's candidate is free.
     #[serde(default)]
-    pub grants: Vec<serde_json::Value>,
+    pub grants: Arc<[serde_json::Value]>,
 }
 
 /// Parses a feed document's envelope.
