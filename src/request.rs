@@ -127,10 +127,20 @@ pub fn build_query(
     let resource = uid("resource", &body.resource)?;
     let schema = bundle.schema.as_ref();
 
-    let context = match &body.context {
-        None => Context::empty(),
-        Some(serde_json::Value::Null) => Context::empty(),
-        Some(value) => Context::from_json_value(value.clone(), schema.map(|s| (s, &action)))
+    let has_body_entities = match &body.entities {
+        None | Some(serde_json::Value::Null) => false,
+        Some(serde_json::Value::Array(a)) => !a.is_empty(),
+        Some(_) => true,
+    };
+    // The entities the context names seed the per-request entity slice; collect them
+    // before Cedar consumes the context, so the context is moved, never copied.
+    let mut context_uids = Vec::new();
+    if has_body_entities && let Some(ctx) = &body.context {
+        collect_json_uids(ctx, &mut context_uids);
+    }
+    let context = match body.context {
+        None | Some(serde_json::Value::Null) => Context::empty(),
+        Some(value) => Context::from_json_value(value, schema.map(|s| (s, &action)))
             .map_err(|e| RequestError::Context(one_line(&e)))?,
     };
     let request = Request::new(
@@ -143,13 +153,9 @@ pub fn build_query(
     .map_err(|e| RequestError::Schema(one_line(&e)))?;
 
     let entities = match body.entities {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::Array(a)) if a.is_empty() => None,
-        Some(value) => {
+        Some(value) if has_body_entities => {
             let mut roots = vec![principal.clone(), action.clone(), resource.clone()];
-            if let Some(ctx) = &body.context {
-                collect_json_uids(ctx, &mut roots);
-            }
+            roots.append(&mut context_uids);
             roots.extend(bundle.entity_literals.iter().cloned());
             Some(merge_entities(
                 value,
@@ -159,6 +165,7 @@ pub fn build_query(
                 validation,
             )?)
         }
+        _ => None,
     };
     Ok(Query {
         principal,

@@ -1110,3 +1110,83 @@ async fn a_rejected_batch_decides_nothing() {
         assert!(line.ends_with(" 0"), "no decision may be counted: {line}");
     }
 }
+
+/// Reads until the server closes the connection; returns what it sent, or `None`
+/// if it is still open at `deadline`.
+async fn read_until_closed(
+    stream: &mut tokio::net::TcpStream,
+    within: Duration,
+) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(got),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let server =
+        TestServer::start_with(|_| {}, |c| c.http.idle_timeout = Duration::from_millis(300)).await;
+    let addr = server.running().addr;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // The answer arrives, then the connection (keep-alive by default) goes idle and is closed.
+    let got = read_until_closed(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("idle connection closed within 5 s");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("alive"), "{text}");
+    // A connection that keeps talking is not idle: the server still answers on a new one.
+    let answer = server
+        .decide(
+            &user("alice"),
+            &action("readProject"),
+            &uid("Project", "checkout"),
+        )
+        .await;
+    assert_answer(&answer, "Allow", &["workspace-member-read"], &[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_trickled_past_the_header_timeout_get_the_connection_closed() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start_with(
+        |_| {},
+        |c| c.http.header_timeout = Duration::from_millis(300),
+    )
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(server.running().addr)
+        .await
+        .unwrap();
+    stream
+        .write_all(b"POST /v1/is_authorized HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let got = read_until_closed(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("slow headers closed within 5 s");
+    // No decision was made for the half-sent request.
+    assert!(
+        !String::from_utf8_lossy(&got).contains("decision"),
+        "{got:?}"
+    );
+    let metrics = server.metrics().await;
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("elevate_decisions_total{"))
+    {
+        assert!(line.ends_with(" 0"), "no decision may be counted: {line}");
+    }
+}
