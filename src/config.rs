@@ -17,6 +17,12 @@ pub const DEFAULT_POLICIES: &str = "policies";
 pub const DEFAULT_SCHEMA: &str = "schema/elevate.cedarschema";
 pub const DEFAULT_ENTITIES: &str = "deploy/local/entities.json";
 pub const DEFAULT_GRANTS: &str = "deploy/local/grants.json";
+/// Where the embedded default keeps the workflow's event log and feed file.
+pub const DEFAULT_WORKFLOW_DIR: &str = "deploy/local/data";
+/// The embedded default's demo tokens (documented as demo-only).
+pub const DEFAULT_TOKENS: &str = "deploy/local/tokens.json";
+/// A pending request lapses after this long.
+pub const DEFAULT_REQUEST_TTL: &str = "24h";
 /// Quiet time after a file event before re-reading: editors write in bursts.
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(250);
 /// Rescan interval, because file events can be lost.
@@ -226,6 +232,22 @@ pub struct Config {
     pub decision_log: DecisionLog,
     pub decision_queue: usize,
     pub shutdown_grace: Duration,
+    /// The workflow this process runs, if any (`--workflow`). Its feed is then the
+    /// sidecar's grants: `sources.grants` is `None`.
+    pub workflow: Option<WorkflowSettings>,
+}
+
+/// `serve --workflow`: where the workflow lives and who may call it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkflowSettings {
+    pub data_dir: PathBuf,
+    /// The bearer tokens file (hot-reloaded).
+    pub tokens: PathBuf,
+    /// The feed file to write; `None` for none.
+    pub feed_file: Option<PathBuf>,
+    pub request_ttl: jiff::SignedDuration,
+    /// Webhook targets, `KIND[,KIND]=URL` or `URL`.
+    pub webhooks: Vec<String>,
 }
 
 /// The TOML file: every key optional, same names as the long flags.
@@ -249,6 +271,13 @@ pub struct FileConfig {
     pub rescan_ms: Option<u64>,
     pub decision_queue: Option<usize>,
     pub shutdown_grace_ms: Option<u64>,
+    pub workflow: Option<PathBuf>,
+    pub tokens: Option<PathBuf>,
+    /// A path, or `off`.
+    pub feed_file: Option<String>,
+    pub request_ttl: Option<String>,
+    #[serde(default)]
+    pub webhooks: Vec<String>,
 }
 
 /// A configuration that cannot be used.
@@ -272,6 +301,33 @@ pub enum ConfigError {
         "both `grants` and `grants-url` are set in {place}; the grant feed is a file or a URL, not both"
     )]
     TwoFeeds { place: &'static str },
+    #[error("`{name}`: `{value}` is not a duration like `24h` or `PT24H`")]
+    Duration { name: &'static str, value: String },
+    #[error("`--workflow` needs `--tokens FILE`: without tokens nobody could call the workflow")]
+    WorkflowWithoutTokens,
+    #[error(
+        "`--workflow` publishes this sidecar's grants itself; drop `{option}` (other sidecars follow its feed)"
+    )]
+    WorkflowWithFeed { option: &'static str },
+}
+
+/// Parses a positive duration in friendly (`24h`) or ISO 8601 (`PT24H`) form.
+///
+/// # Errors
+/// Not a duration, or not positive.
+pub fn parse_duration(
+    name: &'static str,
+    value: &str,
+) -> Result<jiff::SignedDuration, ConfigError> {
+    value
+        .trim()
+        .parse::<jiff::SignedDuration>()
+        .ok()
+        .filter(|d| d.is_positive())
+        .ok_or_else(|| ConfigError::Duration {
+            name,
+            value: value.to_owned(),
+        })
 }
 
 impl FileConfig {

@@ -33,6 +33,10 @@ use crate::engine::{self, EvalError, Outcome};
 use crate::metrics::{Metrics, Route};
 use crate::request::{self, Body, RequestError};
 use crate::snapshot::{Snapshot, Store};
+use crate::workflow::{ErrorKind, WorkflowError};
+
+mod workflow;
+pub use workflow::WorkflowApi;
 
 /// The clock decisions are taken at; injectable so tests can step it.
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
@@ -49,6 +53,8 @@ pub struct App {
     pub log: DecisionLog,
     pub config: HttpConfig,
     pub clock: Clock,
+    /// The workflow, when this process runs it (`serve --workflow`).
+    pub workflow: Option<Arc<WorkflowApi>>,
 }
 
 /// A client's mistake or our failure, mapped to one status by [`ApiError::status`].
@@ -72,6 +78,18 @@ pub enum ApiError {
     },
     #[error("not ready: {0}")]
     NotReady(String),
+    #[error(transparent)]
+    Workflow(WorkflowError),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(
+        "`{path}` is a workflow route, and this server runs no workflow (`serve --workflow DATA_DIR`)"
+    )]
+    WorkflowDisabled { path: String },
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -90,16 +108,59 @@ impl ApiError {
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Workflow(e) => match e.kind() {
+                ErrorKind::NotFound => StatusCode::NOT_FOUND,
+                ErrorKind::Conflict => StatusCode::CONFLICT,
+                ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+                ErrorKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+                // The disk, not the request: the same command may succeed later.
+                ErrorKind::Internal if matches!(e, WorkflowError::Log(_)) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::WorkflowDisabled { .. } => StatusCode::NOT_FOUND,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A machine-readable word for the error, beside its sentence.
+    pub fn kind(&self) -> &'static str {
+        match self.status() {
+            StatusCode::UNAUTHORIZED => "unauthenticated",
+            StatusCode::FORBIDDEN => "forbidden",
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::CONFLICT => "conflict",
+            StatusCode::UNPROCESSABLE_ENTITY => "invalid",
+            StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            StatusCode::BAD_REQUEST => "bad_request",
+            _ => "internal",
         }
     }
 
     fn into_response(self) -> Response<Full<Bytes>> {
         let status = self.status();
-        let mut response = json_response(status, &json!({ "error": self.to_string() }));
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        let mut response = json_response(
+            status,
+            &json!({ "error": self.to_string(), "kind": self.kind() }),
+        );
         if let Self::MethodNotAllowed { allowed, .. } = self {
             response
                 .headers_mut()
                 .insert(hyper::header::ALLOW, HeaderValue::from_static(allowed));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"elevate\""),
+            );
         }
         response
     }
@@ -211,6 +272,8 @@ impl App {
             "/readyz" => Route::Ready,
             "/v1/status" => Route::Status,
             "/metrics" => Route::Metrics,
+            "/v1/grants" => Route::Grants,
+            _ if workflow::Target::parse(&path).is_some() => Route::Workflow,
             _ => Route::Other,
         };
         let result = self.route(route, &method, &path, req).await;
@@ -315,6 +378,13 @@ impl App {
                 );
                 Ok(response)
             }
+            Route::Workflow | Route::Grants => match workflow::Target::parse(path) {
+                Some(target) => self.workflow_route(target, method, path, req).await,
+                None => Err(ApiError::NotFound {
+                    method: method.to_string(),
+                    path: path.to_owned(),
+                }),
+            },
             Route::Other => Err(ApiError::NotFound {
                 method: method.to_string(),
                 path: path.to_owned(),
@@ -355,6 +425,10 @@ impl App {
                 "findings": snapshot.bundle.findings.len() + snapshot.store.findings.len(),
             },
             "entities": snapshot.store.entities.len(),
+            "workflow": self.workflow.as_ref().map(|w| json!({
+                "service": w.service.status(),
+                "tokens": w.tokens.status(),
+            })),
         })
     }
 

@@ -41,4 +41,6 @@ pub mod shutdown;
 pub mod snapshot;
 #[cfg(test)]
 mod testutil;
+pub mod tokens;
+pub mod webhook;
 pub mod workflow;

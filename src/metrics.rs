@@ -39,6 +39,9 @@ pub enum Route {
     Ready,
     Status,
     Metrics,
+    /// `/v1/elevations…`, `/v1/whoami`, `/v1/audit`.
+    Workflow,
+    Grants,
     Other,
 }
 
@@ -51,6 +54,8 @@ impl Route {
             Self::Ready => "readyz",
             Self::Status => "status",
             Self::Metrics => "metrics",
+            Self::Workflow => "workflow",
+            Self::Grants => "grants",
             Self::Other => "other",
         }
     }

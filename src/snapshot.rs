@@ -319,6 +319,10 @@ pub enum FeedApplied {
 struct Remote {
     url: String,
     max_age: jiff::SignedDuration,
+    /// The feed comes from a workflow in this process, whose command waits for the
+    /// apply: freeing the old snapshot must not wait for readers then (the workflow
+    /// itself holds one until its next command).
+    in_process: bool,
 }
 
 impl Remote {
@@ -407,7 +411,38 @@ impl Store {
         let remote = remote.map(|r| Remote {
             url: r.url.to_string(),
             max_age: jiff::SignedDuration::try_from(r.max_age).unwrap_or(jiff::SignedDuration::MAX),
+            in_process: false,
         });
+        Self::open_with(sources, remote, metrics, now)
+    }
+
+    /// Loads every local input; the grants come from a workflow in this process, which
+    /// hands each feed document to [`Store::apply_feed`] itself. `label` names that
+    /// feed in `/v1/status`. Grants are suspended until the first document; after that
+    /// they never age out, since nothing can fall silently behind within one process.
+    ///
+    /// # Errors
+    /// A local input cannot be read or is invalid, or `sources` names a feed file too.
+    pub fn open_following(
+        sources: Sources,
+        label: String,
+        metrics: Arc<Metrics>,
+        now: Timestamp,
+    ) -> Result<Self, LoadError> {
+        let remote = Remote {
+            url: label,
+            max_age: jiff::SignedDuration::MAX,
+            in_process: true,
+        };
+        Self::open_with(sources, Some(remote), metrics, now)
+    }
+
+    fn open_with(
+        sources: Sources,
+        remote: Option<Remote>,
+        metrics: Arc<Metrics>,
+        now: Timestamp,
+    ) -> Result<Self, LoadError> {
         if let (Some(path), Some(remote)) = (&sources.grants, &remote) {
             return Err(LoadError::TwoFeeds {
                 path: path.clone(),
@@ -505,7 +540,7 @@ impl Store {
         let mut state = self.lock();
         let swapped = self.reload_locked(&mut state, now, Pass::Files);
         self.published.store(Arc::new(sorted(&state.status)));
-        reap(&mut state.retired);
+        reap(&mut state.retired, READER_PATIENCE);
         swapped
     }
 
@@ -541,7 +576,12 @@ impl Store {
             }
         };
         self.published.store(Arc::new(sorted(&state.status)));
-        reap(&mut state.retired);
+        let patience = if remote.in_process {
+            std::time::Duration::ZERO
+        } else {
+            READER_PATIENCE
+        };
+        reap(&mut state.retired, patience);
         outcome
     }
 
@@ -869,9 +909,12 @@ impl Store {
 /// Frees retired snapshots no request holds any more, waiting up to a second for
 /// requests that still do (they hold a snapshot for microseconds). Stragglers are
 /// kept for the next reload; past a few of them the oldest are let go regardless.
-fn reap(retired: &mut Vec<Arc<Snapshot>>) {
+/// How long a reload waits for requests to let go of the snapshot it replaced.
+const READER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn reap(retired: &mut Vec<Arc<Snapshot>>, patience: std::time::Duration) {
     const KEEP_AT_MOST: usize = 4;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    let deadline = std::time::Instant::now() + patience;
     loop {
         retired.retain(|s| Arc::strong_count(s) > 1);
         if retired.is_empty() || std::time::Instant::now() >= deadline {

@@ -59,6 +59,7 @@ use crate::snapshot::Snapshot;
 
 mod authz;
 mod change;
+pub mod service;
 
 pub use authz::RESOURCE_TYPE;
 use authz::{Resource, Verdict};
@@ -507,6 +508,8 @@ pub struct Workflow {
     /// The time of the last event: the floor for a command's `now`.
     clock: Option<Timestamp>,
     repaired: Option<Tail>,
+    /// Every event, in seq order, for the audit API (seq `n` at position `n - 1`).
+    events: Vec<Event>,
 }
 
 /// A role's rules, copied out of the snapshot.
@@ -536,10 +539,12 @@ impl Workflow {
             open: BTreeSet::new(),
             clock: None,
             repaired: opened.repaired,
+            events: Vec::new(),
         };
         for event in &opened.events {
             workflow.replay(event)?;
         }
+        workflow.events = opened.events;
         Ok(workflow)
     }
 
@@ -576,6 +581,7 @@ impl Workflow {
         let event = self.log.append(actor, id, &kind, data, now)?;
         self.execute(step);
         self.advance_clock(event.time);
+        self.events.push(event.clone());
         Ok(event)
     }
 
@@ -1047,6 +1053,30 @@ impl Workflow {
             "generated_at": now,
             "grants": grants,
         })
+    }
+
+    /// The events after seq `after`, at most `limit` of them, in seq order.
+    pub fn events_after(&self, after: u64, limit: usize) -> &[Event] {
+        let start = usize::try_from(after)
+            .unwrap_or(usize::MAX)
+            .min(self.events.len());
+        let rest = self.events.get(start..).unwrap_or_default();
+        rest.get(..limit.min(rest.len())).unwrap_or_default()
+    }
+
+    /// The earliest instant after `now` at which a request lapses or a grant starts or
+    /// ends: when `tick` next has something to record, or the feed's in-force set moves.
+    pub fn next_boundary(&self, now: Timestamp) -> Option<Timestamp> {
+        self.open
+            .iter()
+            .filter_map(|p| self.requests.get(*p))
+            .flat_map(|e| match &e.grant {
+                None => [Some(e.decide_by), None],
+                Some(g) => [Some(g.not_before), Some(g.expires_at)],
+            })
+            .flatten()
+            .filter(|t| *t > now)
+            .min()
     }
 
     /// The seq of the last event: the feed revision.

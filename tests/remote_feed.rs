@@ -388,6 +388,7 @@ impl Sidecar {
             decision_log: DecisionLog::Off,
             decision_queue: 1024,
             shutdown_grace: Duration::from_secs(2),
+            workflow: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let running = elevate::cli::serve::start_with_feed(

@@ -12,7 +12,10 @@ use crate::config::{self, ConfigError, FeedUrl, FileConfig, Sources, Validation}
 
 mod audit;
 mod authorize;
+mod client;
+mod elevation;
 pub mod serve;
+mod token;
 mod validate;
 
 pub const EXIT_OK: u8 = 0;
@@ -42,6 +45,28 @@ pub enum Command {
     Authorize(authorize::AuthorizeArgs),
     /// Audit trail tools: `verify` checks a workflow event log's hash chain.
     Audit(audit::AuditArgs),
+    /// Ask for an elevation grant; with `--wait`, block until it is in force.
+    Request(elevation::RequestArgs),
+    /// Approve a pending request; the grant starts once the role's quorum is met.
+    Approve(elevation::DecideArgs),
+    /// Deny a pending request.
+    Deny(elevation::DecideArgs),
+    /// Revoke an approved request's grant now; the policies say who may.
+    Revoke(elevation::DecideArgs),
+    /// Withdraw your own pending request.
+    Cancel(elevation::DecideArgs),
+    /// Give back your own grant before it expires.
+    Relinquish(elevation::DecideArgs),
+    /// Ask for more time on an approved grant: a new request that starts where it ends.
+    Extend(elevation::ExtendArgs),
+    /// List elevation requests, oldest first, optionally by state or principal.
+    List(elevation::ListArgs),
+    /// Show one request (by `r-N` or its grant's `g-N`) in full.
+    Show(elevation::ShowArgs),
+    /// List the grants: approved requests with their windows.
+    Grants(elevation::GrantsArgs),
+    /// Bearer tokens for the workflow API: `new` makes one, `hash` prints a token's SHA-256.
+    Token(token::TokenArgs),
 }
 
 /// The inputs every subcommand loads. With none given at all (flags, environment or
@@ -163,6 +188,17 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Validate(args) => validate::run(&args),
         Command::Authorize(args) => authorize::run(&args),
         Command::Audit(args) => audit::run(&args),
+        Command::Request(args) => elevation::request(&args),
+        Command::Approve(args) => elevation::decide(elevation::Decision::Approve, &args),
+        Command::Deny(args) => elevation::decide(elevation::Decision::Deny, &args),
+        Command::Revoke(args) => elevation::decide(elevation::Decision::Revoke, &args),
+        Command::Cancel(args) => elevation::decide(elevation::Decision::Cancel, &args),
+        Command::Relinquish(args) => elevation::decide(elevation::Decision::Relinquish, &args),
+        Command::Extend(args) => elevation::extend(&args),
+        Command::List(args) => elevation::list(&args),
+        Command::Show(args) => elevation::show(&args),
+        Command::Grants(args) => elevation::grants(&args),
+        Command::Token(args) => token::run(&args),
     };
     ExitCode::from(code)
 }

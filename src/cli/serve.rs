@@ -1,5 +1,6 @@
 //! `elevate serve`: load, bind, watch, serve until SIGTERM/SIGINT, drain, flush.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,10 +9,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::{EXIT_FAILURE, EXIT_INVALID, EXIT_OK, InputArgs};
 use crate::audit::DecisionLog;
-use crate::config::{self, Config, ConfigError, HttpConfig, ReloadConfig, RemoteFeedConfig};
-use crate::http::{self, App};
+use crate::config::{
+    self, Config, ConfigError, FileConfig, HttpConfig, ReloadConfig, RemoteFeedConfig,
+    WorkflowSettings,
+};
+use crate::http::{self, App, WorkflowApi};
 use crate::metrics::Metrics;
 use crate::snapshot::{self, Store};
+use crate::tokens::{Tokens, TokensError};
+use crate::webhook::{WebhookConfig, WebhookError, Webhooks};
+use crate::workflow::service::{Service, ServiceConfig, ServiceError};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -51,6 +58,26 @@ pub struct ServeArgs {
     /// fresh for this long, in ms [default: 60000]
     #[arg(long, env = "ELEVATE_MAX_FEED_AGE_MS")]
     pub max_feed_age_ms: Option<u64>,
+    /// Run the elevation workflow too, with its event log and feed file in this
+    /// directory; its feed becomes this sidecar's grants [default with no inputs named:
+    /// deploy/local/data]
+    #[arg(long, env = "ELEVATE_WORKFLOW")]
+    pub workflow: Option<PathBuf>,
+    /// With `--workflow`: bearer tokens, `[{"sha256": HEX, "principal": UID}]`,
+    /// hot-reloaded [default with no inputs named: deploy/local/tokens.json]
+    #[arg(long, env = "ELEVATE_TOKENS")]
+    pub tokens: Option<PathBuf>,
+    /// With `--workflow`: where to write the grant feed for sidecars on this host, or
+    /// `off` [default: DATA_DIR/grants.json]
+    #[arg(long, env = "ELEVATE_FEED_FILE")]
+    pub feed_file: Option<String>,
+    /// With `--workflow`: a pending request lapses after this long [default: 24h]
+    #[arg(long, env = "ELEVATE_REQUEST_TTL")]
+    pub request_ttl: Option<String>,
+    /// With `--workflow`: POST workflow events to a URL, `KIND[,KIND...]=URL` or `URL`
+    /// for every kind; repeatable
+    #[arg(long = "webhook", value_name = "SPEC")]
+    pub webhooks: Vec<String>,
 }
 
 impl ServeArgs {
@@ -78,7 +105,19 @@ impl ServeArgs {
             }
             None => None,
         };
-        let sources = self.inputs.sources(&file);
+        let mut sources = self.inputs.sources(&file);
+        let workflow = self.workflow_settings(&file)?;
+        if workflow.is_some() {
+            if remote_feed.is_some() {
+                return Err(ConfigError::WorkflowWithFeed {
+                    option: "--grants-url",
+                });
+            }
+            if self.inputs.grants.is_some() || file.grants.is_some() {
+                return Err(ConfigError::WorkflowWithFeed { option: "--grants" });
+            }
+            sources.grants = None;
+        }
         let listen = self.listen.clone().or_else(|| file.listen.clone());
         let listen = config::parse_listen(listen.as_deref().unwrap_or(config::DEFAULT_LISTEN))?;
         let ms = |name,
@@ -146,8 +185,62 @@ impl ServeArgs {
                 file.shutdown_grace_ms,
                 config::DEFAULT_SHUTDOWN_GRACE,
             )?,
+            workflow,
         };
         Ok((config, remote_feed))
+    }
+
+    /// No input named anywhere: the shipped defaults, which include the workflow.
+    fn names_no_input(&self, file: &FileConfig) -> bool {
+        let i = &self.inputs;
+        i.policies.is_none()
+            && i.schema.is_none()
+            && i.entities.is_none()
+            && i.grants.is_none()
+            && i.grants_url.is_none()
+            && file.policies.is_none()
+            && file.schema.is_none()
+            && file.entities.is_none()
+            && file.grants.is_none()
+            && file.grants_url.is_none()
+    }
+
+    fn workflow_settings(
+        &self,
+        file: &FileConfig,
+    ) -> Result<Option<WorkflowSettings>, ConfigError> {
+        let named = self.workflow.clone().or_else(|| file.workflow.clone());
+        let embedded = named.is_none() && self.names_no_input(file);
+        let Some(data_dir) =
+            named.or_else(|| embedded.then(|| config::DEFAULT_WORKFLOW_DIR.into()))
+        else {
+            return Ok(None);
+        };
+        let tokens = self
+            .tokens
+            .clone()
+            .or_else(|| file.tokens.clone())
+            .or_else(|| embedded.then(|| config::DEFAULT_TOKENS.into()))
+            .ok_or(ConfigError::WorkflowWithoutTokens)?;
+        let feed_file = match self.feed_file.clone().or_else(|| file.feed_file.clone()) {
+            Some(v) if v == "off" => None,
+            Some(v) => Some(PathBuf::from(v)),
+            None => Some(data_dir.join(crate::workflow::service::FEED_FILE)),
+        };
+        let ttl = self
+            .request_ttl
+            .clone()
+            .or_else(|| file.request_ttl.clone())
+            .unwrap_or_else(|| config::DEFAULT_REQUEST_TTL.to_owned());
+        let mut webhooks = file.webhooks.clone();
+        webhooks.extend(self.webhooks.iter().cloned());
+        Ok(Some(WorkflowSettings {
+            data_dir,
+            tokens,
+            feed_file,
+            request_ttl: config::parse_duration("request-ttl", &ttl)?,
+            webhooks,
+        }))
     }
 }
 
@@ -223,6 +316,12 @@ pub enum StartError {
     DecisionLog(std::io::Error),
     #[error("cannot watch the inputs: {0}")]
     Watch(#[from] notify::Error),
+    #[error("workflow: {0}")]
+    Workflow(#[from] ServiceError),
+    #[error("tokens: {0}")]
+    Tokens(#[from] TokensError),
+    #[error("webhook: {0}")]
+    Webhook(#[from] WebhookError),
 }
 
 /// A started server: its address, its store, and the task that ends after shutdown.
@@ -285,12 +384,29 @@ pub fn start_with_feed(
     cancel: CancellationToken,
 ) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new(registry)?);
-    let store = Arc::new(Store::open(
-        config.sources.clone(),
-        remote_feed.as_ref(),
-        Arc::clone(&metrics),
-        clock(),
-    )?);
+    let store = Arc::new(match &config.workflow {
+        Some(w) => Store::open_following(
+            config.sources.clone(),
+            format!("workflow:{}", w.data_dir.display()),
+            Arc::clone(&metrics),
+            clock(),
+        )?,
+        None => Store::open(
+            config.sources.clone(),
+            remote_feed.as_ref(),
+            Arc::clone(&metrics),
+            clock(),
+        )?,
+    });
+    let mut tasks = Vec::new();
+    let workflow = match &config.workflow {
+        Some(settings) => {
+            let (api, started) = start_workflow(settings, &store, &clock, &cancel)?;
+            tasks.extend(started);
+            Some(api)
+        }
+        None => None,
+    };
     let (log, writer) = DecisionLog::spawn(
         &config.decision_log,
         config.decision_queue,
@@ -321,6 +437,7 @@ pub fn start_with_feed(
         log,
         config: config.http.clone(),
         clock,
+        workflow,
     });
     let token = cancel.clone();
     let task = tokio::spawn(async move {
@@ -329,6 +446,9 @@ pub fn start_with_feed(
         let _ = reloader.await;
         if let Some(fetcher) = fetcher {
             let _ = fetcher.await;
+        }
+        for task in tasks {
+            let _ = task.await;
         }
         // The writer thread drains and syncs; blocking here is the point of shutting down.
         let _ = tokio::task::spawn_blocking(move || writer.finish()).await;
@@ -340,6 +460,53 @@ pub fn start_with_feed(
         cancel,
         task,
     })
+}
+
+/// Opens the workflow on `store` and starts its tasks: the ticker, the tokens
+/// watcher and the webhook sender.
+fn start_workflow(
+    settings: &WorkflowSettings,
+    store: &Arc<Store>,
+    clock: &http::Clock,
+    cancel: &CancellationToken,
+) -> Result<(Arc<WorkflowApi>, Vec<tokio::task::JoinHandle<()>>), StartError> {
+    let tokens = Tokens::load(settings.tokens.clone())?;
+    let targets = settings
+        .webhooks
+        .iter()
+        .map(|spec| crate::webhook::parse_target(spec))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut tasks = Vec::new();
+    let webhooks = if targets.is_empty() {
+        Webhooks::disabled()
+    } else {
+        let (webhooks, task) = Webhooks::spawn(
+            WebhookConfig {
+                targets,
+                ..WebhookConfig::default()
+            },
+            cancel.clone(),
+        );
+        tasks.push(task);
+        webhooks
+    };
+    let mut service_config = ServiceConfig::new(settings.data_dir.clone());
+    service_config.feed_file.clone_from(&settings.feed_file);
+    service_config.workflow.request_ttl = settings.request_ttl;
+    let service = Service::open(
+        service_config,
+        Arc::clone(store),
+        webhooks,
+        Arc::clone(clock),
+    )?;
+    tasks.push(service.spawn_ticker(cancel.clone()));
+    tasks.push(tokens.spawn_watcher(cancel.clone())?);
+    let api = Arc::new(WorkflowApi {
+        service,
+        tokens,
+        shutdown: cancel.clone(),
+    });
+    Ok((api, tasks))
 }
 
 #[cfg(test)]
@@ -452,9 +619,78 @@ mod tests {
     }
 
     #[test]
-    fn without_a_url_nothing_changes() {
+    fn with_no_input_named_the_embedded_default_runs_the_workflow() {
         let (config, remote) = serve_args(&[]).configs().unwrap();
         assert!(remote.is_none());
-        assert_eq!(config.sources.grants, Some(config::DEFAULT_GRANTS.into()));
+        // The workflow's feed is the grants: no feed file is read.
+        assert_eq!(config.sources.grants, None);
+        assert_eq!(
+            config.sources.entities,
+            Some(config::DEFAULT_ENTITIES.into())
+        );
+        let w = config.workflow.unwrap();
+        assert_eq!(w.data_dir, PathBuf::from(config::DEFAULT_WORKFLOW_DIR));
+        assert_eq!(w.tokens, PathBuf::from(config::DEFAULT_TOKENS));
+        assert_eq!(
+            w.feed_file,
+            Some(PathBuf::from(config::DEFAULT_WORKFLOW_DIR).join("grants.json"))
+        );
+        assert_eq!(w.request_ttl, jiff::SignedDuration::from_hours(24));
+    }
+
+    #[test]
+    fn named_inputs_run_a_plain_sidecar_unless_a_workflow_is_named() {
+        let (config, _) = serve_args(&["--grants", "g.json"]).configs().unwrap();
+        assert!(config.workflow.is_none());
+        assert_eq!(config.sources.grants, Some("g.json".into()));
+
+        let (config, _) = serve_args(&[
+            "--policies",
+            "p",
+            "--workflow",
+            "/var/lib/elevate",
+            "--tokens",
+            "t.json",
+            "--feed-file",
+            "off",
+            "--request-ttl",
+            "90m",
+            "--webhook",
+            "requested=http://127.0.0.1:9/hook",
+        ])
+        .configs()
+        .unwrap();
+        let w = config.workflow.unwrap();
+        assert_eq!(w.data_dir, PathBuf::from("/var/lib/elevate"));
+        assert_eq!(w.tokens, PathBuf::from("t.json"));
+        assert_eq!(w.feed_file, None);
+        assert_eq!(w.request_ttl, jiff::SignedDuration::from_mins(90));
+        assert_eq!(
+            w.webhooks,
+            vec!["requested=http://127.0.0.1:9/hook".to_owned()]
+        );
+        assert_eq!(config.sources.grants, None);
+    }
+
+    #[test]
+    fn a_workflow_refuses_a_second_grant_source_a_missing_token_file_and_a_bad_ttl() {
+        let err = |args: &[&str]| serve_args(args).configs().unwrap_err().to_string();
+        let e = err(&["--workflow", "d", "--tokens", "t", "--grants", "g.json"]);
+        assert!(e.contains("`--grants`"), "{e}");
+        let e = err(&[
+            "--workflow",
+            "d",
+            "--tokens",
+            "t",
+            "--grants-url",
+            "http://h/v1/grants",
+        ]);
+        assert!(e.contains("`--grants-url`"), "{e}");
+        let e = err(&["--workflow", "d"]);
+        assert!(e.contains("--tokens"), "{e}");
+        let e = err(&["--workflow", "d", "--tokens", "t", "--request-ttl", "soon"]);
+        assert!(e.contains("`soon`"), "{e}");
+        let e = err(&["--workflow", "d", "--tokens", "t", "--request-ttl=-1h"]);
+        assert!(e.contains("request-ttl"), "{e}");
     }
 }

@@ -150,6 +150,7 @@ impl TestServer {
             decision_log: DecisionLog::File(layout.decision_log.clone()),
             decision_queue: 4096,
             shutdown_grace: Duration::from_secs(2),
+            workflow: None,
         };
         tweak(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
