@@ -172,8 +172,11 @@ impl Service {
         self.workflow.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The clock, to the second: windows, deadlines and the log read in whole seconds,
+    /// as people write them (`until 19:00:00Z`), and a grant ends on a second.
     pub fn now(&self) -> Timestamp {
-        (self.clock)()
+        let now = (self.clock)();
+        Timestamp::from_second(now.as_second()).unwrap_or(now)
     }
 
     /// Runs one command against the live snapshot at the current time; if it recorded
