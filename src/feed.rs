@@ -107,15 +107,77 @@ impl Grant {
     }
 }
 
-/// The feed document as it arrives; grants stay raw until each is checked alone.
+/// The feed document as it arrives. Each grant is parsed alone into its final form
+/// (a bad one becomes an [`Entry::Malformed`], not a bad document), and checked
+/// against the policies only when an index is built.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Document {
     pub revision: String,
     #[serde(default)]
     pub generated_at: Option<Timestamp>,
-    /// Shared, so keeping the last good document beside a reload's candidate is free.
+    /// Shared, so keeping the last good document beside a reload's candidate is free;
+    /// and the grants themselves are shared with every index built from it, so a
+    /// grant is held in memory once however many snapshots use it.
     #[serde(default)]
-    pub grants: Arc<[serde_json::Value]>,
+    pub grants: Arc<[Entry]>,
+}
+
+/// One element of a feed's `grants`, parsed without the policies.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    Parsed(Arc<Grant>),
+    Malformed {
+        /// The `id` it claims, if it has a string one.
+        id: Option<String>,
+        message: String,
+        /// Whether the shape was right and only a UID failed to parse: such a grant
+        /// still takes part in the id checks before it is rejected.
+        shape_ok: bool,
+    },
+}
+
+impl<'de> Deserialize<'de> for Entry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // One element at a time as a `Value`, so a bad grant is rejected alone; the
+        // `Value` is dropped as soon as the grant is built.
+        let raw = serde_json::Value::deserialize(d)?;
+        Ok(Entry::parse(&raw))
+    }
+}
+
+impl Entry {
+    fn parse(raw: &serde_json::Value) -> Self {
+        let claimed_id = raw.get("id").and_then(|v| v.as_str()).map(str::to_owned);
+        let malformed = |message: String, shape_ok| Entry::Malformed {
+            id: claimed_id.clone(),
+            message,
+            shape_ok,
+        };
+        let g = match RawGrant::deserialize(raw) {
+            Ok(g) => g,
+            Err(e) => return malformed(e.to_string(), false),
+        };
+        if g.id.is_empty() {
+            return malformed("`id` is empty".into(), false);
+        }
+        let principal = match parse_uid(&g.principal) {
+            Ok(uid) => uid,
+            Err(e) => return malformed(format!("`principal`: {e}"), true),
+        };
+        let scope = match parse_uid(&g.scope) {
+            Ok(uid) => uid,
+            Err(e) => return malformed(format!("`scope`: {e}"), true),
+        };
+        Entry::Parsed(Arc::new(Grant {
+            id: PolicyId::new(&g.id),
+            principal,
+            role: PolicyId::new(&g.role),
+            scope,
+            not_before: g.not_before,
+            expires_at: g.expires_at,
+            ticket: g.ticket,
+        }))
+    }
 }
 
 /// Parses a feed document's envelope.
@@ -160,15 +222,15 @@ impl GrantIndex {
         let mut by_principal: HashMap<EntityUid, Vec<Arc<Grant>>> = HashMap::new();
         let mut rejected = Vec::new();
         let mut len = 0;
-        for (index, raw) in doc.grants.iter().enumerate() {
-            match check_grant(raw, bundle, &seen) {
+        for (index, entry) in doc.grants.iter().enumerate() {
+            match check_grant(entry, bundle, &seen) {
                 Ok(grant) => {
                     seen.insert(grant.id.to_string());
                     len += 1;
                     by_principal
                         .entry(grant.principal.clone())
                         .or_default()
-                        .push(Arc::new(grant));
+                        .push(Arc::clone(grant));
                 }
                 Err((id, reason, message)) => {
                     if reason != RejectReason::DuplicateId
@@ -229,36 +291,41 @@ impl GrantIndex {
 
 type Rejected = (Option<String>, RejectReason, String);
 
-fn check_grant(
-    raw: &serde_json::Value,
+fn check_grant<'a>(
+    entry: &'a Entry,
     bundle: &Bundle,
     seen: &HashSet<String>,
-) -> Result<Grant, Rejected> {
-    let claimed_id = raw.get("id").and_then(|v| v.as_str()).map(str::to_owned);
-    let reject = |reason, message: String| (claimed_id.clone(), reason, message);
-    let g =
-        RawGrant::deserialize(raw).map_err(|e| reject(RejectReason::Malformed, e.to_string()))?;
-    if g.id.is_empty() {
-        return Err(reject(RejectReason::Malformed, "`id` is empty".into()));
-    }
-    if seen.contains(&g.id) {
+) -> Result<&'a Arc<Grant>, Rejected> {
+    let (id, parsed) = match entry {
+        Entry::Malformed {
+            id,
+            message,
+            shape_ok: false,
+        } => return Err((id.clone(), RejectReason::Malformed, message.clone())),
+        Entry::Malformed { id, .. } => (id.clone().unwrap_or_default(), None),
+        Entry::Parsed(g) => (g.id.to_string(), Some(g)),
+    };
+    let reject = |reason, message: String| (Some(id.clone()), reason, message);
+    if seen.contains(&id) {
         return Err(reject(
             RejectReason::DuplicateId,
-            format!("id `{}` appears more than once", g.id),
+            format!("id `{id}` appears more than once"),
         ));
     }
-    if bundle.ids.contains(&g.id) {
+    if bundle.ids.contains(&id) {
         return Err(reject(
             RejectReason::IdConflict,
-            format!("id `{}` is also a policy id", g.id),
+            format!("id `{id}` is also a policy id"),
         ));
     }
-    let principal = parse_uid(&g.principal)
-        .map_err(|e| reject(RejectReason::Malformed, format!("`principal`: {e}")))?;
-    let scope = parse_uid(&g.scope)
-        .map_err(|e| reject(RejectReason::Malformed, format!("`scope`: {e}")))?;
-    let role_id = PolicyId::new(&g.role);
-    let Some(role) = bundle.roles.get(&role_id) else {
+    let g = match (parsed, entry) {
+        (Some(g), _) => g,
+        (None, Entry::Malformed { message, .. }) => {
+            return Err(reject(RejectReason::Malformed, message.clone()));
+        }
+        (None, Entry::Parsed(g)) => g,
+    };
+    let Some(role) = bundle.roles.get(&g.role) else {
         return Err(reject(
             RejectReason::UnknownRole,
             format!(
@@ -267,12 +334,14 @@ fn check_grant(
             ),
         ));
     };
+    let principal = &g.principal;
     if !bundle.declares(principal.type_name()) {
         return Err(reject(
             RejectReason::PrincipalType,
             format!("principal `{principal}` has a type the schema does not declare"),
         ));
     }
+    let scope = &g.scope;
     let scope_ok = match &role.scope_types {
         Some(types) => types.iter().any(|t| t == scope.type_name()),
         None => bundle.declares(scope.type_name()),
@@ -302,15 +371,7 @@ fn check_grant(
             ),
         ));
     }
-    Ok(Grant {
-        id: PolicyId::new(&g.id),
-        principal,
-        role: role_id,
-        scope,
-        not_before: g.not_before,
-        expires_at: g.expires_at,
-        ticket: g.ticket,
-    })
+    Ok(g)
 }
 
 #[cfg(test)]

@@ -343,7 +343,7 @@ async fn configmap_symlink_swap_of_the_policy_directory_is_picked_up() {
 fn shipped_files(paths: &[std::path::PathBuf]) -> Vec<(String, String)> {
     paths
         .iter()
-        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .filter(|p| p.is_file() && !p.file_name().unwrap().to_string_lossy().starts_with('.'))
         .map(|p| {
             let text = std::fs::read_to_string(p).unwrap();
             (p.file_name().unwrap().to_string_lossy().into_owned(), text)
@@ -380,7 +380,13 @@ fn configmap_publish(dir: &Path, stamp: &str, files: &[(String, String)]) {
         let entry = entry.unwrap();
         let name = entry.file_name().to_string_lossy().into_owned();
         if !name.starts_with('.') && !files.iter().any(|(n, _)| *n == name) {
-            std::fs::remove_file(entry.path()).unwrap();
+            // A ConfigMap has no subdirectories (the policy tests live beside the
+            // shipped policies, not in a ConfigMap).
+            if entry.path().is_dir() && !entry.path().is_symlink() {
+                std::fs::remove_dir_all(entry.path()).unwrap();
+            } else {
+                std::fs::remove_file(entry.path()).unwrap();
+            }
         }
     }
     if let Some(old) = old {
