@@ -5,6 +5,7 @@
 //!
 //! * [`config`]: typed settings, defaults, the TOML file.
 //! * [`policy`]: policies, schema and entities; Cedar validation; elevation roles.
+//! * [`policytest`]: declarative policy tests (`policies/tests/*.toml`) for `elevate test`.
 //! * [`feed`]: the grant feed, grant checks, the `GrantIndex` by principal.
 //! * [`request`]: decision requests (UIDs, context, per-request entities).
 //! * [`snapshot`]: the live `Snapshot`, reload, watchers, status.
@@ -35,6 +36,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod policy;
+pub mod policytest;
 pub mod remote;
 pub mod request;
 pub mod shutdown;

@@ -14,7 +14,9 @@ mod audit;
 mod authorize;
 mod client;
 mod elevation;
+mod fmt;
 pub mod serve;
+mod test;
 mod token;
 mod validate;
 
@@ -67,6 +69,10 @@ pub enum Command {
     Grants(elevation::GrantsArgs),
     /// Bearer tokens for the workflow API: `new` makes one, `hash` prints a token's SHA-256.
     Token(token::TokenArgs),
+    /// Run the policy tests (`policies/tests/*.toml`); exit 0 all pass, 2 a case failed, 3 invalid tests or inputs.
+    Test(test::TestArgs),
+    /// Format policy files with Cedar's formatter; `--check` lists files that would change and exits 2.
+    Fmt(fmt::FmtArgs),
 }
 
 /// The inputs every subcommand loads. With none given at all (flags, environment or
@@ -199,6 +205,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Show(args) => elevation::show(&args),
         Command::Grants(args) => elevation::grants(&args),
         Command::Token(args) => token::run(&args),
+        Command::Test(args) => test::run(&args),
+        Command::Fmt(args) => fmt::run(&args),
     };
     ExitCode::from(code)
 }
