@@ -144,7 +144,10 @@ impl ApiError {
 
     fn into_response(self) -> Response<Full<Bytes>> {
         let status = self.status();
-        if status.is_server_error() {
+        // Our failures, not a readiness probe's 503 while a feed is awaited.
+        if status == StatusCode::INTERNAL_SERVER_ERROR
+            || matches!(self, Self::Workflow(_)) && status.is_server_error()
+        {
             tracing::error!(error = %self, "request failed");
         }
         let mut response = json_response(

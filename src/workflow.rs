@@ -1079,6 +1079,12 @@ impl Workflow {
             .min()
     }
 
+    /// The hash of the last event ([`crate::eventlog::GENESIS`] for an empty log):
+    /// with the seq, it names the whole history, since the events are chained.
+    pub fn last_hash(&self) -> &str {
+        self.log.last_hash()
+    }
+
     /// The seq of the last event: the feed revision.
     pub fn last_seq(&self) -> u64 {
         self.log.last_seq()

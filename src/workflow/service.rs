@@ -57,7 +57,8 @@ impl ServiceConfig {
 pub struct Published {
     /// The seq of the last event the feed reflects.
     pub revision: u64,
-    /// `"<revision>"`: the strong ETag of `GET /v1/grants`.
+    /// `"<revision>-<hash>"`, the seq and the last event's hash: the strong ETag of
+    /// `GET /v1/grants`.
     pub etag: String,
     pub body: Bytes,
 }
@@ -316,9 +317,14 @@ impl Service {
 fn render(workflow: &Workflow, now: Timestamp) -> Published {
     let revision = workflow.last_seq();
     let body = serde_json::to_vec(&workflow.feed(now)).unwrap_or_default();
+    // The seq alone would name only the length of the history: a log restored from a
+    // backup, or another data directory, can reach the same seq by other events, and a
+    // sidecar would keep grants that history never had. The chained hash of the last
+    // event names the history itself.
+    let chain = workflow.last_hash().get(..16).unwrap_or_default();
     Published {
         revision,
-        etag: format!("\"{revision}\""),
+        etag: format!("\"{revision}-{chain}\""),
         body: Bytes::from(body),
     }
 }
