@@ -74,17 +74,20 @@ impl Target {
 struct NewRequest {
     role: String,
     scope: Value,
+    // Values the caller may get wrong in ways worth a sentence (a fractional number of
+    // seconds, a date in the wrong form) are taken raw and checked into a 422.
     #[serde(default)]
-    duration: Option<String>,
+    duration: Option<Value>,
     #[serde(default)]
-    duration_seconds: Option<i64>,
-    reason: String,
+    duration_seconds: Option<Value>,
+    #[serde(default)]
+    reason: Option<String>,
     #[serde(default)]
     ticket: Option<String>,
     #[serde(default)]
     on_behalf_of: Option<String>,
     #[serde(default)]
-    not_before: Option<Timestamp>,
+    not_before: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -98,10 +101,11 @@ struct Comment {
 #[serde(deny_unknown_fields)]
 struct MoreTime {
     #[serde(default)]
-    duration: Option<String>,
+    duration: Option<Value>,
     #[serde(default)]
-    duration_seconds: Option<i64>,
-    reason: String,
+    duration_seconds: Option<Value>,
+    #[serde(default)]
+    reason: Option<String>,
     #[serde(default)]
     ticket: Option<String>,
 }
@@ -148,12 +152,13 @@ impl App {
                         "`limit` must be between 1 and {MAX_AUDIT_LIMIT}"
                     )));
                 }
-                let page = api.service.read(|w, _| {
+                let page = read(&api.service, move |w, _| {
                     json!({
                         "events": w.events_after(after, limit),
                         "last_seq": w.last_seq(),
                     })
-                });
+                })
+                .await?;
                 Ok(json_response(StatusCode::OK, &page))
             }
             Target::Collection if get => {
@@ -177,14 +182,15 @@ impl App {
                         }
                     }
                 }
-                let list = api.service.read(|w, now| {
+                let list = read(&api.service, move |w, now| {
                     let items: Vec<Value> = w
                         .list(&filter, now)
                         .iter()
                         .map(|e| e.to_json(now))
                         .collect();
                     json!({ "elevations": items })
-                });
+                })
+                .await?;
                 Ok(json_response(StatusCode::OK, &list))
             }
             Target::Collection if method == Method::POST => {
@@ -193,19 +199,21 @@ impl App {
                     role: body.role,
                     scope: parse_uid(&body.scope)
                         .map_err(|m| ApiError::Invalid(format!("`scope`: {m}")))?,
-                    duration: duration(body.duration.as_deref(), body.duration_seconds)?,
-                    reason: body.reason,
+                    duration: duration(body.duration.as_ref(), body.duration_seconds.as_ref())?,
+                    reason: required_reason(body.reason)?,
                     ticket: body.ticket,
                     on_behalf_of: body.on_behalf_of,
-                    not_before: body.not_before,
+                    not_before: body.not_before.as_ref().map(instant).transpose()?,
                 };
                 let created = run(&api.service, move |w, now| w.request(&actor, spec, now)).await?;
                 Ok(created_response(&created, api.service.now()))
             }
             Target::One(id) if get => {
-                let found = api
-                    .service
-                    .read(|w, now| w.get(&id).map(|e| e.to_json(now)));
+                let wanted = id.clone();
+                let found = read(&api.service, move |w, now| {
+                    w.get(&wanted).map(|e| e.to_json(now))
+                })
+                .await?;
                 match found {
                     Some(e) => Ok(json_response(StatusCode::OK, &e)),
                     None => Err(ApiError::Workflow(WorkflowError::NotFound { id })),
@@ -215,8 +223,8 @@ impl App {
                 if command == "extend" {
                     let body: MoreTime = self.read_json(req).await?;
                     let spec = ExtendSpec {
-                        duration: duration(body.duration.as_deref(), body.duration_seconds)?,
-                        reason: body.reason,
+                        duration: duration(body.duration.as_ref(), body.duration_seconds.as_ref())?,
+                        reason: required_reason(body.reason)?,
                         ticket: body.ticket,
                     };
                     let created =
@@ -289,6 +297,18 @@ impl App {
     }
 }
 
+/// Reads on a blocking thread: the lock may be held by a command's fsync, and an
+/// async worker must not wait for that (decisions run on the same workers).
+async fn read<T: Send + 'static>(
+    service: &Arc<Service>,
+    f: impl FnOnce(&crate::workflow::Workflow, Timestamp) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let service = Arc::clone(service);
+    tokio::task::spawn_blocking(move || service.read(f))
+        .await
+        .map_err(|e| ApiError::Internal(format!("the workflow's worker failed: {e}")))
+}
+
 /// Runs a command on a blocking thread: it fsyncs.
 async fn run(
     service: &Arc<Service>,
@@ -325,16 +345,45 @@ fn authenticate(tokens: &Tokens, req: &Request<Incoming>) -> Result<EntityUid, A
         .map_err(|e| ApiError::Unauthenticated(e.to_string()))
 }
 
-/// The duration of a request body: `duration` as ISO 8601 or friendly text, or
-/// `duration_seconds`; exactly one of them.
-fn duration(text: Option<&str>, seconds: Option<i64>) -> Result<SignedDuration, ApiError> {
-    match (text, seconds) {
-        (Some(text), None) => SignedDuration::from_str(text.trim()).map_err(|e| {
+fn required_reason(reason: Option<String>) -> Result<String, ApiError> {
+    reason.ok_or_else(|| ApiError::Invalid("missing `reason`: say why you need it".into()))
+}
+
+fn instant(value: &Value) -> Result<Timestamp, ApiError> {
+    value
+        .as_str()
+        .and_then(|text| Timestamp::from_str(text).ok())
+        .ok_or_else(|| {
             ApiError::Invalid(format!(
-                "`duration`: `{text}` is not a duration like `2h`, `90m` or `PT2H`: {e}"
+                "`not_before`: {value} is not an RFC 3339 instant like `2026-12-03T17:00:00Z`"
             ))
-        }),
-        (None, Some(seconds)) => Ok(SignedDuration::from_secs(seconds)),
+        })
+}
+
+/// The duration of a request body: `duration` as ISO 8601 or friendly text, or
+/// `duration_seconds` as a whole number; exactly one of them.
+fn duration(text: Option<&Value>, seconds: Option<&Value>) -> Result<SignedDuration, ApiError> {
+    match (text, seconds) {
+        (Some(value), None) => {
+            let text = value.as_str().ok_or_else(|| {
+                ApiError::Invalid(format!(
+                    "`duration`: {value} is not text like `2h`, `90m` or `PT2H` (or use `duration_seconds`)"
+                ))
+            })?;
+            SignedDuration::from_str(text.trim()).map_err(|e| {
+                ApiError::Invalid(format!(
+                    "`duration`: `{text}` is not a duration like `2h`, `90m` or `PT2H`: {e}"
+                ))
+            })
+        }
+        (None, Some(value)) => value
+            .as_i64()
+            .map(SignedDuration::from_secs)
+            .ok_or_else(|| {
+                ApiError::Invalid(format!(
+                    "`duration_seconds`: {value} is not a whole number of seconds"
+                ))
+            }),
         (Some(_), Some(_)) => Err(ApiError::Invalid(
             "give `duration` or `duration_seconds`, not both".into(),
         )),

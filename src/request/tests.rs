@@ -204,3 +204,61 @@ fn body_entities_keep_the_store_action_hierarchy_in_warn_mode() {
         cedar_policy::Authorizer::new().is_authorized(&query.request, &bundle.statics, &merged);
     assert_eq!(response.decision(), cedar_policy::Decision::Allow);
 }
+
+/// The flat fast path must give exactly the context Cedar's own JSON parser gives
+/// (with the schema), or fail exactly when it fails.
+#[test]
+fn flat_contexts_equal_what_the_cedar_parser_builds() {
+    let snapshot = shipped_with_feed(&feed_of(&[]));
+    let action: EntityUid = r#"Action::"readProject""#.parse().unwrap();
+    let schema = snapshot.bundle.schema.as_ref().unwrap();
+    for context in [
+        json!({}),
+        json!({"mfa": true}),
+        json!({"mfa": false}),
+        // The schema types it `ipaddr`: only the parser converts the string.
+        json!({"source_ip": "10.0.0.1"}),
+        json!({"source_ip": "10.0.0.1", "mfa": true}),
+        json!({"source_ip": {"__extn": {"fn": "ip", "arg": "10.1.2.3"}}}),
+        // Wrong types and undeclared attributes fail both ways.
+        json!({"mfa": "yes"}),
+        json!({"mfa": 1}),
+        json!({"source_ip": 7}),
+        json!({"colour": "blue"}),
+        json!({"mfa": [true]}),
+        json!({"mfa": 1.5}),
+    ] {
+        let built = build_query(
+            body(json!({
+                "principal": "User::\"alice\"",
+                "action": "Action::\"readProject\"",
+                "resource": "Project::\"checkout\"",
+                "context": context.clone(),
+            })),
+            &snapshot.bundle,
+            &snapshot.store,
+            snapshot.validation,
+        );
+        let parsed = Context::from_json_value(context.clone(), Some((schema, &action)))
+            .ok()
+            .and_then(|c| {
+                Request::new(
+                    r#"User::"alice""#.parse().unwrap(),
+                    action.clone(),
+                    r#"Project::"checkout""#.parse().unwrap(),
+                    c,
+                    Some(schema),
+                )
+                .ok()
+            });
+        match (built, parsed) {
+            (Ok(q), Some(r)) => assert_eq!(q.request.context(), r.context(), "{context}"),
+            (Err(_), None) => {}
+            (built, parsed) => panic!(
+                "{context}: build_query gave {:?}, the parser {:?}",
+                built.map(|q| q.request.context().cloned()),
+                parsed.map(|r| r.context().cloned())
+            ),
+        }
+    }
+}

@@ -96,6 +96,9 @@ pub enum ServiceError {
 /// The running workflow, shared by the HTTP handlers and the ticker.
 pub struct Service {
     workflow: Mutex<Inner>,
+    /// A copy of the status after every change, so `/v1/status` never waits for a
+    /// command's fsync.
+    published_status: arc_swap::ArcSwap<ServiceStatus>,
     store: Arc<Store>,
     config: ServiceConfig,
     feed: watch::Sender<Arc<Published>>,
@@ -148,6 +151,7 @@ impl Service {
             ..ServiceStatus::default()
         };
         let service = Arc::new(Self {
+            published_status: arc_swap::ArcSwap::from_pointee(status.clone()),
             workflow: Mutex::new(Inner { workflow, status }),
             store,
             config,
@@ -158,6 +162,7 @@ impl Service {
         {
             let mut inner = service.lock();
             service.deliver(&mut inner, first, now);
+            service.publish_status(&inner, now);
             let w = &inner.workflow;
             tracing::info!(
                 log = %w.log_path().display(),
@@ -199,7 +204,8 @@ impl Service {
         result
     }
 
-    /// Reads the state at the current time.
+    /// Reads the state at the current time. Blocking: it waits for a command in
+    /// progress (and its fsync); call it off the async runtime.
     pub fn read<T>(&self, f: impl FnOnce(&Workflow, Timestamp) -> T) -> T {
         let inner = self.lock();
         f(&inner.workflow, self.now())
@@ -215,7 +221,11 @@ impl Service {
         let now = self.now();
         let result = inner.workflow.tick(now);
         self.after(&mut inner, before, now);
-        inner.status.tick_error = result.as_ref().err().map(ToString::to_string);
+        let tick_error = result.as_ref().err().map(ToString::to_string);
+        if tick_error != inner.status.tick_error {
+            inner.status.tick_error = tick_error;
+            self.publish_status(&inner, now);
+        }
         result.map(|events| events.len())
     }
 
@@ -224,16 +234,17 @@ impl Service {
         self.feed.subscribe()
     }
 
+    /// The status as of the last change; never waits for a command.
     pub fn status(&self) -> ServiceStatus {
-        let inner = self.lock();
+        self.published_status.load().as_ref().clone()
+    }
+
+    fn publish_status(&self, inner: &Inner, now: Timestamp) {
         let mut status = inner.status.clone();
         status.last_seq = inner.workflow.last_seq();
-        status.requests = inner
-            .workflow
-            .list(&super::Filter::default(), self.now())
-            .len();
+        status.requests = inner.workflow.list(&super::Filter::default(), now).len();
         status.feed_revision = self.feed.borrow().revision;
-        status
+        self.published_status.store(Arc::new(status));
     }
 
     pub fn config(&self) -> &ServiceConfig {
@@ -247,6 +258,7 @@ impl Service {
         }
         let published = Arc::new(render(&inner.workflow, now));
         self.deliver(inner, published, now);
+        self.publish_status(inner, now);
         let w = &inner.workflow;
         for event in w.events_after(before, usize::MAX) {
             let elevation = w.get(&event.request_id).map(|e| e.to_json(now));
@@ -288,26 +300,34 @@ impl Service {
     ) -> tokio::task::JoinHandle<()> {
         let service = Arc::clone(self);
         tokio::spawn(async move {
+            let mut wait = Duration::ZERO;
             loop {
-                let now = service.now();
-                let next = service.read(|w, now| w.next_boundary(now));
-                let wait = next
-                    .and_then(|t| Duration::try_from(t.duration_since(now)).ok())
-                    .unwrap_or(Duration::MAX)
-                    .min(Duration::from_secs(1));
                 tokio::select! {
                     () = cancel.cancelled() => return,
                     () = tokio::time::sleep(wait) => {}
                 }
-                let service = Arc::clone(&service);
-                let ticked = tokio::task::spawn_blocking(move || service.tick()).await;
-                match ticked {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(err)) => {
-                        tracing::error!(error = %err, "cannot record lapses and expiries")
+                // Off the async workers: the lock may be held across a command's fsync.
+                let worker = Arc::clone(&service);
+                let ticked = tokio::task::spawn_blocking(move || {
+                    let ticked = worker.tick();
+                    let now = worker.now();
+                    let next = worker.read(|w, now| w.next_boundary(now));
+                    (ticked, now, next)
+                })
+                .await;
+                let next = match ticked {
+                    Ok((ticked, now, next)) => {
+                        if let Err(err) = ticked {
+                            tracing::error!(error = %err, "cannot record lapses and expiries");
+                        }
+                        next.and_then(|t| Duration::try_from(t.duration_since(now)).ok())
                     }
-                    Err(err) => tracing::error!(error = %err, "the ticker's worker failed"),
-                }
+                    Err(err) => {
+                        tracing::error!(error = %err, "the ticker's worker failed");
+                        None
+                    }
+                };
+                wait = next.unwrap_or(Duration::MAX).min(Duration::from_secs(1));
             }
         })
     }

@@ -553,3 +553,153 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
 pub fn metric_value(text: &str, series: &str) -> f64 {
     metric(text, series).unwrap_or_else(|| panic!("no series `{series}` in:\n{text}"))
 }
+
+// ---------------------------------------------------------------- workflow
+
+/// A clock the test steps by hand: every reading is the instant last set, so a test
+/// can stand exactly one second before a boundary, then exactly on it.
+#[derive(Debug, Clone)]
+pub struct SteppedClock(std::sync::Arc<std::sync::Mutex<Timestamp>>);
+
+impl SteppedClock {
+    pub fn at(start: Timestamp) -> Self {
+        Self(std::sync::Arc::new(std::sync::Mutex::new(start)))
+    }
+
+    pub fn now(&self) -> Timestamp {
+        *self.0.lock().unwrap()
+    }
+
+    pub fn set(&self, instant: Timestamp) {
+        *self.0.lock().unwrap() = instant;
+    }
+
+    /// Moves the clock on by `by`; returns the new instant.
+    pub fn advance(&self, by: SignedDuration) -> Timestamp {
+        let mut now = self.0.lock().unwrap();
+        *now += by;
+        *now
+    }
+
+    /// The clock as the server takes it.
+    pub fn as_clock(&self) -> elevate::http::Clock {
+        let shared = std::sync::Arc::clone(&self.0);
+        std::sync::Arc::new(move || *shared.lock().unwrap())
+    }
+}
+
+/// A tokens file (`[{"sha256", "principal"}]`) for `(token, principal)` pairs.
+pub fn tokens_document(tokens: &[(&str, &str)]) -> Value {
+    Value::Array(
+        tokens
+            .iter()
+            .map(|(token, principal)| {
+                json!({
+                    "sha256": elevate::tokens::digest_hex(token),
+                    "principal": principal,
+                    "note": "integration test",
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Replaces the tokens file at `path` atomically (as an editor or a ConfigMap would).
+pub fn write_tokens(path: &Path, tokens: &[(&str, &str)]) {
+    write_json(path, &tokens_document(tokens));
+}
+
+impl Layout {
+    /// `root/workflow/`: the workflow's data directory (event log, feed file).
+    pub fn workflow_dir(&self) -> PathBuf {
+        self.root.join("workflow")
+    }
+
+    /// `root/auth/tokens.json`, alone in its directory so its watcher sees no other file.
+    pub fn tokens_file(&self) -> PathBuf {
+        self.root.join("auth").join("tokens.json")
+    }
+
+    /// `root/workflow/grants.json`: the feed file the workflow writes.
+    pub fn feed_file(&self) -> PathBuf {
+        self.workflow_dir()
+            .join(elevate::workflow::service::FEED_FILE)
+    }
+}
+
+impl TestServer {
+    /// The shipped policies, schema and entities served with the workflow embedded
+    /// (`serve --workflow`): the same `Config` as [`TestServer::start_with`] but with no
+    /// grants file, the workflow's data in [`Layout::workflow_dir`], the bearer
+    /// `tokens` (`(token, principal)` pairs) in [`Layout::tokens_file`], pending
+    /// requests lapsing after `request_ttl`, and every clock reading from `clock`.
+    pub async fn start_workflow(
+        clock: &SteppedClock,
+        request_ttl: SignedDuration,
+        tokens: &[(&str, &str)],
+    ) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("elevate-wf-")
+            .tempdir()
+            .unwrap();
+        let layout = Layout::new(dir.path());
+        layout.populate();
+        write_tokens(&layout.tokens_file(), tokens);
+
+        let config = Config {
+            sources: Sources {
+                policies: layout.policies.clone(),
+                schema: Some(layout.schema.clone()),
+                entities: Some(layout.entities.clone()),
+                grants: None,
+                validation: Validation::Strict,
+            },
+            reload: ReloadConfig {
+                debounce: Duration::from_millis(50),
+                rescan: Duration::from_millis(500),
+            },
+            http: HttpConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                max_body: MAX_BODY,
+                header_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(60),
+                max_connections: 256,
+            },
+            decision_log: DecisionLog::File(layout.decision_log.clone()),
+            decision_queue: 4096,
+            shutdown_grace: Duration::from_secs(2),
+            workflow: Some(elevate::config::WorkflowSettings {
+                data_dir: layout.workflow_dir(),
+                tokens: layout.tokens_file(),
+                feed_file: Some(layout.feed_file()),
+                request_ttl,
+                webhooks: Vec::new(),
+            }),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let running = elevate::cli::serve::start(
+            config,
+            listener,
+            clock.as_clock(),
+            prometheus::Registry::new(),
+            CancellationToken::new(),
+        )
+        .unwrap_or_else(|e| panic!("workflow server did not start: {e}"));
+        let addr = running.addr;
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        let server = Self {
+            addr,
+            base: format!("http://{addr}"),
+            dir: Some(dir),
+            layout,
+            client,
+            running: Some(running),
+        };
+        server.wait_ready().await;
+        server
+    }
+}
