@@ -175,8 +175,16 @@ impl InputArgs {
     }
 
     fn grant_feed(&self, file: &FileConfig) -> Result<GrantFeed, ConfigError> {
+        // `--grants http://...` names a URL too, as people write it.
+        let as_url = |path: &Option<PathBuf>| {
+            path.as_ref()
+                .and_then(|p| p.to_str())
+                .filter(|p| p.starts_with("http://") || p.starts_with("https://"))
+                .map(str::to_owned)
+        };
         let layer = |path: &Option<PathBuf>, url: &Option<String>, place| match (path, url) {
             (Some(_), Some(_)) => Err(ConfigError::TwoFeeds { place }),
+            (Some(_), None) if as_url(path).is_some() => Ok(as_url(path).map(GrantFeed::Url)),
             (Some(path), None) => Ok(Some(GrantFeed::File(Some(path.clone())))),
             (None, Some(url)) => Ok(Some(GrantFeed::Url(url.clone()))),
             (None, None) => Ok(None),

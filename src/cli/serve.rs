@@ -546,6 +546,22 @@ mod tests {
     }
 
     #[test]
+    fn grants_given_an_http_url_follow_it_like_grants_url() {
+        let (config, remote) = serve_args(&["--grants", "http://127.0.0.1:9/v1/grants"])
+            .configs()
+            .unwrap();
+        assert_eq!(
+            remote.unwrap().url.to_string(),
+            "http://127.0.0.1:9/v1/grants"
+        );
+        assert_eq!(config.sources.grants, None);
+        let err = serve_args(&["--grants", "https://h/v1/grants"])
+            .configs()
+            .unwrap_err();
+        assert!(err.to_string().contains("https://h/v1/grants"), "{err}");
+    }
+
+    #[test]
     fn max_feed_age_comes_from_the_flag_or_the_file() {
         let remote = serve_args(&[
             "--grants-url",
