@@ -10,7 +10,8 @@
 //!
 //! Run: `cargo run --release --example gen_fixtures -- DIR [N ...]` (default N: 0 100000).
 //! "Now" is the wall clock at generation (the server decides on the system clock);
-//! `BENCH_NOW=2026-12-03T18:00:00Z` fixes it instead.
+//! `BENCH_NOW=2026-12-03T18:00:00Z` fixes it instead; `BENCH_USERS=N` sets the number
+//! of users (default 2,000).
 
 #![allow(
     clippy::unwrap_used,

@@ -19,8 +19,17 @@ use serde_json::{Value, json};
 /// The fixed instant every decision is taken at.
 pub const NOW: &str = "2026-12-03T18:00:00Z";
 pub const ORG: &str = "acme";
-/// Users in the entity store: `u-0` .. `u-1999`.
+/// Users in the entity store: `u-0` .. `u-1999`, unless [`users`] says otherwise.
 pub const USERS: usize = 2_000;
+
+/// Users in the entity store: [`USERS`], or `BENCH_USERS` from the environment (the
+/// memory measurement uses 100,000).
+pub fn users() -> usize {
+    std::env::var("BENCH_USERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(USERS)
+}
 /// Workspaces `ws-0` .. `ws-199`, all in [`ORG`].
 pub const WORKSPACES: usize = 200;
 pub const PROJECTS_PER_WS: usize = 5;
@@ -146,7 +155,7 @@ pub fn entities_json() -> String {
             "parents": [uid("Workspace", &ws)],
         }));
     }
-    for u in 0..USERS {
+    for u in 0..users() {
         let (owner, manager, member) = if u == TARGET_USER {
             // Member where it reads projects and where it needs the grant for billing;
             // owner and manager of neither, so no workspace role allows the billing action.
