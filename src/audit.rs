@@ -37,6 +37,108 @@ pub struct DecisionRecord {
     pub grants_suspended: bool,
     pub generation: u64,
     pub revisions: Revisions,
+    /// A Deny that grants out of their window would have turned into an Allow.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub near_misses: Vec<NearMissUse>,
+    /// The request's `context`, so `elevate replay` can decide it again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<serde_json::Value>,
+    /// The request body's `entities`, for the same reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entities: Option<serde_json::Value>,
+    /// Request fields left out for their size (see [`RequestJson`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub omitted: Vec<Omitted>,
+}
+
+/// A grant that would have allowed a Deny, and why it did not.
+#[derive(Debug, Clone, Serialize)]
+pub struct NearMissUse {
+    pub id: String,
+    /// `expired`, `not_started` or `suspended`.
+    pub why: &'static str,
+    /// When it expired or when it starts; absent for a suspended grant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at: Option<Timestamp>,
+}
+
+/// A request field the record leaves out because it is too big.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Omitted {
+    pub field: &'static str,
+    /// Its size as compact JSON.
+    pub bytes: usize,
+}
+
+/// The largest `context` or `entities` a record keeps, as compact JSON. A bigger
+/// one is left out (and the record says so): a decision record stays one short line,
+/// and such a record cannot be replayed.
+pub const MAX_RECORDED_JSON: usize = 16 * 1024;
+
+/// The request JSON a decision record keeps, taken from the body before the
+/// request consumes it.
+#[derive(Debug, Clone, Default)]
+pub struct RequestJson {
+    pub context: Option<serde_json::Value>,
+    pub entities: Option<serde_json::Value>,
+    pub omitted: Vec<Omitted>,
+}
+
+impl RequestJson {
+    /// Keeps `context` and `entities` unless empty or bigger than
+    /// [`MAX_RECORDED_JSON`]. `bound` is an upper estimate of their size (the length
+    /// of the body they came in): below the cap nothing needs measuring, so the usual
+    /// small request pays a clone of its context and nothing more.
+    pub fn keep(
+        context: Option<&serde_json::Value>,
+        entities: Option<&serde_json::Value>,
+        bound: usize,
+    ) -> Self {
+        let mut kept = Self::default();
+        let mut take = |field: &'static str, value: Option<&serde_json::Value>| {
+            let value = value.filter(|v| !is_empty_json(v))?;
+            if bound > MAX_RECORDED_JSON {
+                let bytes = json_len(value);
+                if bytes > MAX_RECORDED_JSON {
+                    kept.omitted.push(Omitted { field, bytes });
+                    return None;
+                }
+            }
+            Some(value.clone())
+        };
+        let context = take("context", context);
+        let entities = take("entities", entities);
+        kept.context = context;
+        kept.entities = entities;
+        kept
+    }
+}
+
+/// `null`, `{}` and `[]`: what a request without context or entities may send.
+fn is_empty_json(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Null => true,
+        serde_json::Value::Object(map) => map.is_empty(),
+        serde_json::Value::Array(items) => items.is_empty(),
+        _ => false,
+    }
+}
+
+/// The length of `value` as compact JSON, without building the text.
+fn json_len(value: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 /// A grant an Allow relied on, with the change reference it was approved for.
@@ -279,7 +381,40 @@ mod tests {
             grants_suspended: false,
             generation: 1,
             revisions: Revisions::default(),
+            near_misses: vec![],
+            context: None,
+            entities: None,
+            omitted: vec![],
         }
+    }
+
+    #[test]
+    fn request_json_keeps_small_values_and_omits_big_ones_with_their_size() {
+        let context = serde_json::json!({"mfa": true});
+        let kept = RequestJson::keep(Some(&context), None, 100);
+        assert_eq!(kept.context, Some(context.clone()));
+        assert!(kept.entities.is_none() && kept.omitted.is_empty());
+
+        let empty = RequestJson::keep(
+            Some(&serde_json::json!({})),
+            Some(&serde_json::json!([])),
+            100,
+        );
+        assert!(empty.context.is_none() && empty.entities.is_none());
+
+        let big =
+            serde_json::json!([{"uid": {"type": "User", "id": "x".repeat(MAX_RECORDED_JSON)}}]);
+        let size = serde_json::to_vec(&big).unwrap().len();
+        let kept = RequestJson::keep(Some(&context), Some(&big), size + 100);
+        assert_eq!(kept.context, Some(context));
+        assert!(kept.entities.is_none());
+        assert_eq!(
+            kept.omitted,
+            [Omitted {
+                field: "entities",
+                bytes: size
+            }]
+        );
     }
 
     #[test]

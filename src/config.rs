@@ -21,6 +21,8 @@ pub const DEFAULT_GRANTS: &str = "deploy/local/grants.json";
 pub const DEFAULT_WORKFLOW_DIR: &str = "deploy/local/data";
 /// The embedded default's demo tokens (documented as demo-only).
 pub const DEFAULT_TOKENS: &str = "deploy/local/tokens.json";
+/// The embedded default's gateway route table (`/v1/forward-auth`).
+pub const DEFAULT_ROUTES: &str = "deploy/local/routes.toml";
 /// A pending request lapses after this long.
 pub const DEFAULT_REQUEST_TTL: &str = "24h";
 /// Quiet time after a file event before re-reading: editors write in bursts.
@@ -278,6 +280,10 @@ pub struct FileConfig {
     pub request_ttl: Option<String>,
     #[serde(default)]
     pub webhooks: Vec<String>,
+    pub routes: Option<PathBuf>,
+    pub principal_header: Option<String>,
+    pub principal_type: Option<String>,
+    pub client_ip_header: Option<String>,
 }
 
 /// A configuration that cannot be used.
@@ -309,6 +315,14 @@ pub enum ConfigError {
         "`--workflow` publishes this sidecar's grants itself; drop `{option}` (other sidecars follow its feed)"
     )]
     WorkflowWithFeed { option: &'static str },
+    #[error("`{option}`: `{value}` {reason}")]
+    Gateway {
+        option: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    #[error("`{option}` configures `/v1/forward-auth`, which needs `--routes FILE` too")]
+    GatewayWithoutRoutes { option: &'static str },
 }
 
 /// Parses a positive duration in friendly (`24h`) or ISO 8601 (`PT24H`) form.

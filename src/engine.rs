@@ -295,6 +295,100 @@ fn from_responses(statics: &Response, grants: Option<&Response>, active: &[Arc<G
     }
 }
 
+/// The grants `decide` would take into account at `now`: the principal's own and
+/// its groups' (for `principal in ?principal` roles), in force, whose role can match
+/// the action; none while grants are suspended.
+pub fn in_force_grants(snapshot: &Snapshot, query: &Query, now: Timestamp) -> Vec<Arc<Grant>> {
+    if snapshot.grants_suspended(now) {
+        return Vec::new();
+    }
+    let entities = query.entities.as_ref().unwrap_or(&snapshot.store.entities);
+    active_grants(snapshot, query, entities, now)
+}
+
+/// The grants `decide` looks up for `query` (the principal's own and its groups',
+/// whose role can match the action) that `keep` selects, whatever their window.
+/// Explanations use it to find grants that would have applied at another instant.
+pub fn principal_grants(
+    snapshot: &Snapshot,
+    query: &Query,
+    mut keep: impl FnMut(&Grant) -> bool,
+) -> Vec<Arc<Grant>> {
+    let index = &snapshot.grants;
+    if index.is_empty() {
+        return Vec::new();
+    }
+    let entities = query.entities.as_ref().unwrap_or(&snapshot.store.entities);
+    let bundle = &snapshot.bundle;
+    let mut found: Vec<Arc<Grant>> = Vec::new();
+    let mut take = |grants: &[Arc<Grant>]| {
+        for grant in grants {
+            if keep(grant)
+                && bundle
+                    .roles
+                    .get(&grant.role)
+                    .is_some_and(|role| role.may_match_action(&query.action, entities))
+            {
+                found.push(Arc::clone(grant));
+            }
+        }
+    };
+    take(index.of(&query.principal));
+    if bundle.any_role_principal_in
+        && let Some(ancestors) = entities.ancestors(&query.principal)
+    {
+        for group in ancestors {
+            take(index.of(group));
+        }
+    }
+    found
+}
+
+/// Which of `grants` `query` satisfies when each is taken as in force, whatever its
+/// window: their ids, sorted, and the evaluation errors. Roles are permits, so a
+/// satisfied grant allows unless a forbid is satisfied too.
+pub fn satisfied_grants(
+    snapshot: &Snapshot,
+    query: &Query,
+    grants: &[Arc<Grant>],
+) -> (Vec<PolicyId>, Vec<EvalError>) {
+    if grants.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let entities = query.entities.as_ref().unwrap_or(&snapshot.store.entities);
+    let (set, mut errors) = link_grants(&snapshot.bundle, grants);
+    let response = Authorizer::new().is_authorized(&query.request, &set, entities);
+    let outcome = from_responses(&response, None, &[]);
+    let satisfied = if outcome.is_allow() {
+        outcome.reasons
+    } else {
+        Vec::new()
+    };
+    errors.extend(outcome.errors);
+    errors.sort_by(|a, b| a.policy_id.cmp(&b.policy_id));
+    (satisfied, errors)
+}
+
+/// The static permits `query` satisfies, sorted. Cedar names only the satisfied
+/// forbids of a Deny, so this asks the permits of the action's slice alone.
+pub fn satisfied_static_permits(snapshot: &Snapshot, query: &Query) -> Vec<PolicyId> {
+    let entities = query.entities.as_ref().unwrap_or(&snapshot.store.entities);
+    let mut permits = PolicySet::new();
+    for policy in snapshot.slices.for_query(query).policies() {
+        if policy.effect() == cedar_policy::Effect::Permit {
+            // The ids come from one policy set, so they are unique here too.
+            let _ = permits.add(policy.clone());
+        }
+    }
+    let response = Authorizer::new().is_authorized(&query.request, &permits, entities);
+    let mut reasons: Vec<PolicyId> = match response.decision() {
+        Decision::Allow => response.diagnostics().reason().cloned().collect(),
+        Decision::Deny => Vec::new(),
+    };
+    reasons.sort_unstable_by(|a, b| AsRef::<str>::as_ref(a).cmp(AsRef::<str>::as_ref(b)));
+    reasons
+}
+
 /// The same question asked of Cedar with every policy and every in-force grant in
 /// one set: the reference the sliced evaluation must equal. Tests and benchmarks only.
 pub fn decide_unsliced(

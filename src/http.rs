@@ -27,15 +27,18 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::{DecisionLog, DecisionRecord, GrantUse};
+use crate::audit::{DecisionLog, DecisionRecord, GrantUse, NearMissUse, RequestJson};
 use crate::config::HttpConfig;
 use crate::engine::{self, EvalError, Outcome};
+use crate::explain::{self, Explanation, NearMiss};
 use crate::metrics::{Metrics, Route};
 use crate::request::{self, Body, RequestError};
 use crate::snapshot::{Snapshot, Store};
 use crate::workflow::{ErrorKind, WorkflowError};
 
+mod gateway;
 mod workflow;
+pub use gateway::{DECISION_ID_HEADER, GRANTS_HEADER, PRINCIPAL_HEADER, VALID_UNTIL_HEADER};
 pub use workflow::WorkflowApi;
 
 /// The clock decisions are taken at; injectable so tests can step it.
@@ -55,6 +58,8 @@ pub struct App {
     pub clock: Clock,
     /// The workflow, when this process runs it (`serve --workflow`).
     pub workflow: Option<Arc<WorkflowApi>>,
+    /// The route table for `/v1/forward-auth`, when one is configured (`--routes`).
+    pub gateway: Option<Arc<crate::gateway::Gateway>>,
 }
 
 /// A client's mistake or our failure, mapped to one status by [`ApiError::status`].
@@ -222,38 +227,104 @@ fn decision_str(decision: Decision) -> &'static str {
     }
 }
 
+/// An answer with its explanation (`?explain=true`): the answer's fields, then
+/// `explanation`. Answers without one are serialized as plain [`Answer`]s, so asking
+/// for nothing changes nothing, byte for byte.
+#[derive(Debug, Serialize)]
+struct Explained<'a> {
+    #[serde(flatten)]
+    answer: &'a Answer,
+    explanation: &'a Explanation,
+}
+
+/// Whether a decision route's query string asks for explanations. `explain` is the
+/// only parameter: anything else is a mistake worth saying, not ignoring.
+fn explain_param(query: Option<&str>, path: &str) -> Result<bool, ApiError> {
+    let mut explain = false;
+    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match (&*key, &*value) {
+            ("explain", "true") => explain = true,
+            ("explain", "false") => explain = false,
+            ("explain", other) => {
+                return Err(ApiError::Invalid(format!(
+                    "query parameter `explain` must be `true` or `false`, not `{other}`"
+                )));
+            }
+            (other, _) => {
+                return Err(ApiError::Invalid(format!(
+                    "unknown query parameter `{other}` on `{path}`; the only one is `explain=true|false`"
+                )));
+            }
+        }
+    }
+    Ok(explain)
+}
+
 impl App {
-    /// Decides one parsed body against `snapshot` and records it.
+    /// Decides one parsed body against `snapshot` and records it; `body_len` bounds
+    /// the size of the JSON the record keeps.
     fn decide(
         &self,
         snapshot: &Snapshot,
         body: Body,
         now: Timestamp,
-    ) -> Result<Answer, RequestError> {
+        explain: bool,
+        body_len: usize,
+    ) -> Result<(Answer, Option<Explanation>), RequestError> {
         let started = Instant::now();
+        let kept = self.keep_json(&body, body_len);
         let query =
             request::build_query(body, &snapshot.bundle, &snapshot.store, snapshot.validation)?;
-        Ok(self.decide_query(snapshot, &query, now, started))
+        Ok(self.decide_query_with(snapshot, &query, now, started, explain, kept))
     }
 
-    /// Decides a built query, counts it and queues its decision record.
-    fn decide_query(
+    /// The request JSON the decision record keeps, when there is a decision log.
+    fn keep_json(&self, body: &Body, bound: usize) -> RequestJson {
+        if self.log.enabled() {
+            RequestJson::keep(body.context.as_ref(), body.entities.as_ref(), bound)
+        } else {
+            RequestJson::default()
+        }
+    }
+
+    /// Decides a built query, counts it and queues its decision record with the
+    /// request JSON it keeps (for `elevate replay`); explains it when asked to.
+    fn decide_query_with(
         &self,
         snapshot: &Snapshot,
         query: &request::Query,
         now: Timestamp,
         started: Instant,
-    ) -> Answer {
+        explain: bool,
+        kept: RequestJson,
+    ) -> (Answer, Option<Explanation>) {
         let outcome = engine::decide(snapshot, query, now);
         self.metrics.decision(
             outcome.is_allow(),
             !outcome.grants.is_empty(),
             started.elapsed(),
         );
+        let explanation = explain.then(|| explain::explain_outcome(snapshot, query, now, &outcome));
         let decision_id = self.log.next_id();
         if self.log.enabled() {
-            self.log
-                .submit(record(&decision_id, snapshot, query, &outcome, now));
+            let near_misses = match &explanation {
+                Some(e) => e
+                    .near_misses
+                    .iter()
+                    .filter(|m| m.would_allow)
+                    .cloned()
+                    .collect(),
+                None => explain::near_misses(snapshot, query, now, &outcome),
+            };
+            self.log.submit(record(
+                &decision_id,
+                snapshot,
+                query,
+                &outcome,
+                now,
+                &near_misses,
+                kept,
+            ));
         }
         tracing::debug!(
             decision_id = %decision_id,
@@ -261,7 +332,7 @@ impl App {
             grants = outcome.grants.len(),
             "decided"
         );
-        Answer::new(outcome, decision_id)
+        (Answer::new(outcome, decision_id), explanation)
     }
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -276,6 +347,10 @@ impl App {
             "/v1/status" => Route::Status,
             "/metrics" => Route::Metrics,
             "/v1/grants" => Route::Grants,
+            gateway::FORWARD_AUTH => Route::ForwardAuth,
+            gateway::EVALUATION => Route::Evaluation,
+            gateway::EVALUATIONS => Route::Evaluations,
+            gateway::AUTHZEN_METADATA => Route::AuthzenMetadata,
             _ if workflow::Target::parse(&path).is_some() => Route::Workflow,
             _ => Route::Other,
         };
@@ -314,13 +389,25 @@ impl App {
                 Err(wrong_method("GET"))
             }
             Route::IsAuthorized => {
+                let explain = explain_param(req.uri().query(), path)?;
                 let bytes = self.read_body(req).await?;
                 let body: Body = parse_json(&bytes)?;
                 let snapshot = self.store.current();
-                let answer = self.decide(&snapshot, body, (self.clock)())?;
-                Ok(json_response(StatusCode::OK, &answer))
+                let (answer, explanation) =
+                    self.decide(&snapshot, body, (self.clock)(), explain, bytes.len())?;
+                Ok(match &explanation {
+                    None => json_response(StatusCode::OK, &answer),
+                    Some(explanation) => json_response(
+                        StatusCode::OK,
+                        &Explained {
+                            answer: &answer,
+                            explanation,
+                        },
+                    ),
+                })
             }
             Route::Batch => {
+                let explain = explain_param(req.uri().query(), path)?;
                 let bytes = self.read_body(req).await?;
                 #[derive(serde::Deserialize)]
                 #[serde(deny_unknown_fields)]
@@ -338,18 +425,43 @@ impl App {
                     .into_iter()
                     .enumerate()
                     .map(|(index, body)| {
+                        let kept = self.keep_json(&body, bytes.len());
                         request::build_query(
                             body,
                             &snapshot.bundle,
                             &snapshot.store,
                             snapshot.validation,
                         )
+                        .map(|query| (query, kept))
                         .map_err(|error| ApiError::BatchItem { index, error })
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                let results: Vec<Answer> = queries
+                let decided = queries.into_iter().map(|(query, kept)| {
+                    self.decide_query_with(&snapshot, &query, now, Instant::now(), explain, kept)
+                });
+                if !explain {
+                    let results: Vec<Answer> = decided.map(|(answer, _)| answer).collect();
+                    return Ok(json_response(
+                        StatusCode::OK,
+                        &json!({ "results": results }),
+                    ));
+                }
+                #[derive(Serialize)]
+                #[serde(untagged)]
+                enum Item<'a> {
+                    Plain(&'a Answer),
+                    Explained(Explained<'a>),
+                }
+                let decided: Vec<(Answer, Option<Explanation>)> = decided.collect();
+                let results: Vec<Item<'_>> = decided
                     .iter()
-                    .map(|query| self.decide_query(&snapshot, query, now, Instant::now()))
+                    .map(|(answer, explanation)| match explanation {
+                        Some(explanation) => Item::Explained(Explained {
+                            answer,
+                            explanation,
+                        }),
+                        None => Item::Plain(answer),
+                    })
                     .collect();
                 Ok(json_response(
                     StatusCode::OK,
@@ -388,6 +500,10 @@ impl App {
                     path: path.to_owned(),
                 }),
             },
+            Route::ForwardAuth
+            | Route::Evaluation
+            | Route::Evaluations
+            | Route::AuthzenMetadata => self.gateway_route(route, method, path, req).await,
             Route::Other => Err(ApiError::NotFound {
                 method: method.to_string(),
                 path: path.to_owned(),
@@ -432,6 +548,7 @@ impl App {
                 "service": w.service.status(),
                 "tokens": w.tokens.status(),
             })),
+            "gateway": self.gateway.as_ref().map(|g| json!({ "routes": g.status() })),
         })
     }
 
@@ -465,6 +582,8 @@ fn record(
     query: &request::Query,
     outcome: &Outcome,
     now: Timestamp,
+    near_misses: &[NearMiss],
+    kept: RequestJson,
 ) -> DecisionRecord {
     DecisionRecord {
         decision_id: decision_id.to_owned(),
@@ -490,6 +609,17 @@ fn record(
         grants_suspended: outcome.grants_suspended,
         generation: snapshot.generation,
         revisions: snapshot.revisions.clone(),
+        near_misses: near_misses
+            .iter()
+            .map(|m| NearMissUse {
+                id: m.grant.clone(),
+                why: m.status.as_str(),
+                at: m.at(),
+            })
+            .collect(),
+        context: kept.context,
+        entities: kept.entities,
+        omitted: kept.omitted,
     }
 }
 
@@ -544,7 +674,9 @@ pub async fn serve(
             activity: Arc::clone(&activity),
         });
         let handler = Arc::clone(&app);
-        let service = hyper::service::service_fn(move |req| {
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            // Forward-auth's `source_ip` when no gateway header names the client.
+            req.extensions_mut().insert(gateway::Peer(peer));
             let app = Arc::clone(&handler);
             async move { Ok::<_, Infallible>(app.handle(req).await) }
         });

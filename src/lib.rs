@@ -6,12 +6,17 @@
 //! * [`config`]: typed settings, defaults, the TOML file.
 //! * [`policy`]: policies, schema and entities; Cedar validation; elevation roles.
 //! * [`policytest`]: declarative policy tests (`policies/tests/*.toml`) for `elevate test`.
+//! * [`lint`]: elevation lints for `elevate validate` (codes `E001`…).
+//! * [`prove`]: symbolic property checks (`policies/properties.toml`) for `elevate prove`.
 //! * [`feed`]: the grant feed, grant checks, the `GrantIndex` by principal.
 //! * [`request`]: decision requests (UIDs, context, per-request entities).
 //! * [`snapshot`]: the live `Snapshot`, reload, watchers, status.
 //! * [`remote`]: the remote grant feed fetcher (`--grants-url`, ETag and long-poll).
 //! * [`engine`]: `decide(&Snapshot, &Query, now)`, pure.
+//! * [`explain`]: why a decision came out as it did; near-miss grants.
 //! * [`http`]: the HTTP API.
+//! * [`gateway`]: the route table (`--routes`), principal and original request from a
+//!   gateway's headers, AuthZEN requests: forward-auth and AuthZEN onto the engine.
 //! * [`metrics`]: Prometheus metrics on a caller-owned registry.
 //! * [`audit`]: the decision log writer.
 //! * [`eventlog`]: the workflow's hash-chained, fsynced event log (its source of truth).
@@ -31,12 +36,16 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod eventlog;
+pub mod explain;
 pub mod feed;
 pub mod fuzzing;
+pub mod gateway;
 pub mod http;
+pub mod lint;
 pub mod metrics;
 pub mod policy;
 pub mod policytest;
+pub mod prove;
 pub mod remote;
 pub mod request;
 pub mod shutdown;

@@ -1,6 +1,7 @@
 //! Prometheus metrics: one [`Metrics`] registered on a registry the caller owns, so two
 //! servers in one process never collide. Labels are small closed sets, never ids.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -28,6 +29,36 @@ pub struct Metrics {
     feed_age: GaugeVec,
     decision_log_dropped: IntCounter,
     responses: IntCounterVec,
+    /// Label children resolved once: `with_label_values` hashes the labels on every
+    /// call, a cost paid on every decision otherwise. Filled on first use, so a series
+    /// appears only once it has a count, as with the vector itself.
+    resolved: Arc<Resolved>,
+}
+
+/// Status codes whose `responses` child is cached; others take the vector's path.
+const CACHED_CODES: [u16; 13] = [
+    200, 201, 304, 400, 401, 403, 404, 405, 409, 413, 422, 500, 503,
+];
+/// Room for this many routes in the cache.
+const CACHED_ROUTES: usize = 32;
+
+#[derive(Debug)]
+struct Resolved {
+    /// `[allow][used_grant]`.
+    decisions: [[OnceLock<IntCounter>; 2]; 2],
+    /// `route as usize * CACHED_CODES.len() + code index`.
+    responses: Vec<OnceLock<IntCounter>>,
+}
+
+impl Default for Resolved {
+    fn default() -> Self {
+        Self {
+            decisions: Default::default(),
+            responses: (0..CACHED_ROUTES * CACHED_CODES.len())
+                .map(|_| OnceLock::new())
+                .collect(),
+        }
+    }
 }
 
 /// Routes, for the `route` label.
@@ -42,6 +73,14 @@ pub enum Route {
     /// `/v1/elevations…`, `/v1/whoami`, `/v1/audit`.
     Workflow,
     Grants,
+    /// `/v1/forward-auth`.
+    ForwardAuth,
+    /// `/access/v1/evaluation` (AuthZEN).
+    Evaluation,
+    /// `/access/v1/evaluations` (AuthZEN).
+    Evaluations,
+    /// `/.well-known/authzen-configuration`.
+    AuthzenMetadata,
     Other,
 }
 
@@ -56,6 +95,10 @@ impl Route {
             Self::Metrics => "metrics",
             Self::Workflow => "workflow",
             Self::Grants => "grants",
+            Self::ForwardAuth => "forward_auth",
+            Self::Evaluation => "authzen_evaluation",
+            Self::Evaluations => "authzen_evaluations",
+            Self::AuthzenMetadata => "authzen_configuration",
             Self::Other => "other",
         }
     }
@@ -169,13 +212,25 @@ impl Metrics {
             feed_age,
             decision_log_dropped,
             responses,
+            resolved: Arc::new(Resolved::default()),
         })
     }
 
     pub fn decision(&self, allow: bool, used_grant: bool, elapsed: Duration) {
-        let decision = if allow { "allow" } else { "deny" };
-        let grant = if used_grant { "used" } else { "none" };
-        self.decisions.with_label_values(&[decision, grant]).inc();
+        let slot = self
+            .resolved
+            .decisions
+            .get(usize::from(allow))
+            .and_then(|row| row.get(usize::from(used_grant)));
+        let counter = || {
+            let decision = if allow { "allow" } else { "deny" };
+            let grant = if used_grant { "used" } else { "none" };
+            self.decisions.with_label_values(&[decision, grant])
+        };
+        match slot {
+            Some(slot) => slot.get_or_init(counter).inc(),
+            None => counter().inc(),
+        }
         self.decision_seconds.observe(elapsed.as_secs_f64());
     }
 
@@ -184,6 +239,20 @@ impl Metrics {
         self.reloads
             .with_label_values(&[input.as_str(), outcome])
             .inc();
+    }
+
+    /// Counts a reload of the gateway route table, as `input="routes"`.
+    pub fn routes_reload(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.reloads.with_label_values(&["routes", outcome]).inc();
+    }
+
+    /// Creates the route table's reload series, so they exist from the first scrape
+    /// of a server that has one (and not on servers that do not).
+    pub fn register_routes_input(&self) {
+        for outcome in ["ok", "error"] {
+            self.reloads.with_label_values(&["routes", outcome]);
+        }
     }
 
     pub fn grant_rejected(&self, reason: RejectReason) {
@@ -197,9 +266,23 @@ impl Metrics {
     }
 
     pub fn response(&self, route: Route, code: u16) {
-        self.responses
-            .with_label_values(&[route.as_str(), &code.to_string()])
-            .inc();
+        let child = || {
+            self.responses
+                .with_label_values(&[route.as_str(), &code.to_string()])
+        };
+        let slot = CACHED_CODES
+            .iter()
+            .position(|c| *c == code)
+            .filter(|_| (route as usize) < CACHED_ROUTES)
+            .and_then(|i| {
+                self.resolved
+                    .responses
+                    .get(route as usize * CACHED_CODES.len() + i)
+            });
+        match slot {
+            Some(slot) => slot.get_or_init(child).inc(),
+            None => child().inc(),
+        }
     }
 
     pub fn observe_snapshot(&self, snapshot: &Snapshot, now: Timestamp) {

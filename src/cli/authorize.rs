@@ -1,4 +1,5 @@
-//! `elevate authorize`: one decision from the command line, as of now or `--at`.
+//! `elevate authorize`: one decision from the command line, as of now or `--at`;
+//! with `--explain`, why (see [`crate::explain`]).
 
 use clap::Args;
 use jiff::Timestamp;
@@ -6,6 +7,7 @@ use serde_json::json;
 
 use super::{EXIT_DENY, EXIT_FAILURE, EXIT_INVALID, EXIT_OK, InputArgs, print};
 use crate::engine;
+use crate::explain;
 use crate::request::{self, Body};
 use crate::snapshot::{RawInputs, Snapshot};
 
@@ -28,6 +30,10 @@ pub struct AuthorizeArgs {
     /// Evaluate as of this instant (RFC 3339), grant windows included [default: now]
     #[arg(long)]
     pub at: Option<Timestamp>,
+    /// Add an `explanation`: the satisfied permits and grants, the forbids that won,
+    /// and for a Deny the nearest reason in words (a grant that expired, or starts later)
+    #[arg(long)]
+    pub explain: bool,
 }
 
 pub fn run(args: &AuthorizeArgs) -> u8 {
@@ -77,7 +83,10 @@ pub fn run(args: &AuthorizeArgs) -> u8 {
     let now = args.at.unwrap_or_else(Timestamp::now);
     let outcome = engine::decide(&snapshot, &query, now);
     let decision = if outcome.is_allow() { "Allow" } else { "Deny" };
-    let answer = json!({
+    let explanation = args
+        .explain
+        .then(|| explain::explain_outcome(&snapshot, &query, now, &outcome));
+    let mut answer = json!({
         "decision": decision,
         "diagnostics": {
             "reason": outcome.reasons.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -87,6 +96,12 @@ pub fn run(args: &AuthorizeArgs) -> u8 {
         "valid_until": outcome.valid_until,
         "at": now,
     });
+    if let (Some(explanation), Some(fields)) = (explanation, answer.as_object_mut()) {
+        fields.insert(
+            "explanation".into(),
+            serde_json::to_value(explanation).unwrap_or_default(),
+        );
+    }
     print(&format!(
         "{}\n",
         serde_json::to_string_pretty(&answer).unwrap_or_default()

@@ -15,6 +15,8 @@ mod authorize;
 mod client;
 mod elevation;
 mod fmt;
+mod prove;
+mod replay;
 pub mod serve;
 mod test;
 mod token;
@@ -73,6 +75,10 @@ pub enum Command {
     Test(test::TestArgs),
     /// Format policy files with Cedar's formatter; `--check` lists files that would change and exits 2.
     Fmt(fmt::FmtArgs),
+    /// Prove properties of the policies (`policies/properties.toml`) with SymCC and cvc5; exit 0 all hold, 2 one fails, 3 invalid, 1 no solver.
+    Prove(prove::ProveArgs),
+    /// Decide a decision log's requests again against candidate policies; exit 0 if none would change, 2 if some would, 3 for bad input.
+    Replay(replay::ReplayArgs),
 }
 
 /// The inputs every subcommand loads. With none given at all (flags, environment or
@@ -215,6 +221,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Token(args) => token::run(&args),
         Command::Test(args) => test::run(&args),
         Command::Fmt(args) => fmt::run(&args),
+        Command::Prove(args) => prove::run(&args),
+        Command::Replay(args) => replay::run(&args),
     };
     ExitCode::from(code)
 }

@@ -78,6 +78,32 @@ pub struct ServeArgs {
     /// for every kind; repeatable
     #[arg(long = "webhook", value_name = "SPEC")]
     pub webhooks: Vec<String>,
+    /// The gateway endpoints' flags, boxed: `Command` holds every subcommand's
+    /// arguments inline, and these are seldom set.
+    #[command(flatten)]
+    pub gateway: Box<GatewayArgs>,
+}
+
+/// `serve`'s flags for `/v1/forward-auth`.
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// Gateway route table (TOML) for `/v1/forward-auth`, hot-reloaded [default with no
+    /// inputs named: deploy/local/routes.toml]
+    #[arg(long, env = "ELEVATE_ROUTES")]
+    pub routes: Option<PathBuf>,
+    /// With `--routes`: the header the gateway sets to the authenticated principal
+    /// [default: X-Auth-Principal]
+    #[arg(long, env = "ELEVATE_PRINCIPAL_HEADER")]
+    pub principal_header: Option<String>,
+    /// With `--routes`: the entity type of a bare principal id in that header
+    /// [default: User]
+    #[arg(long, env = "ELEVATE_PRINCIPAL_TYPE")]
+    pub principal_type: Option<String>,
+    /// With `--routes`: take `context.source_ip` from this header, which the gateway
+    /// must overwrite on every request (its last comma-separated entry) [default: none,
+    /// the connection's peer]
+    #[arg(long, env = "ELEVATE_CLIENT_IP_HEADER")]
+    pub client_ip_header: Option<String>,
 }
 
 impl ServeArgs {
@@ -190,6 +216,100 @@ impl ServeArgs {
         Ok((config, remote_feed))
     }
 
+    /// The gateway endpoints' settings, when a route table is named (or the embedded
+    /// default applies); `None` otherwise.
+    ///
+    /// # Errors
+    /// The config file or a value is unusable, or a gateway option is set without a
+    /// route table.
+    pub fn gateway_config(&self) -> Result<Option<crate::gateway::Config>, ConfigError> {
+        let file = self.inputs.file_config()?;
+        let header_option = |option: &'static str, flag: &Option<String>, file: &Option<String>| {
+            flag.clone().or_else(|| file.clone()).map(|v| (option, v))
+        };
+        let principal_header = header_option(
+            "principal-header",
+            &self.gateway.principal_header,
+            &file.principal_header,
+        );
+        let principal_type = header_option(
+            "principal-type",
+            &self.gateway.principal_type,
+            &file.principal_type,
+        );
+        let client_ip_header = header_option(
+            "client-ip-header",
+            &self.gateway.client_ip_header,
+            &file.client_ip_header,
+        );
+        let routes = self
+            .gateway
+            .routes
+            .clone()
+            .or_else(|| file.routes.clone())
+            .or_else(|| {
+                let embedded = self.workflow.is_none()
+                    && file.workflow.is_none()
+                    && self.names_no_input(&file);
+                embedded.then(|| config::DEFAULT_ROUTES.into())
+            });
+        let Some(routes) = routes else {
+            if let Some((option, _)) = principal_header
+                .as_ref()
+                .or(principal_type.as_ref())
+                .or(client_ip_header.as_ref())
+            {
+                return Err(ConfigError::GatewayWithoutRoutes { option });
+            }
+            return Ok(None);
+        };
+        let header = |(option, value): (&'static str, String)| {
+            hyper::header::HeaderName::from_bytes(value.trim().as_bytes()).map_err(|_| {
+                ConfigError::Gateway {
+                    option,
+                    value,
+                    reason: "is not an HTTP header name",
+                }
+            })
+        };
+        let principal_type = match principal_type {
+            Some((option, value)) => {
+                value
+                    .parse::<cedar_policy::EntityTypeName>()
+                    .map_err(|_| ConfigError::Gateway {
+                        option,
+                        value,
+                        reason: "is not a Cedar entity type name like `User`",
+                    })?
+            }
+            None => crate::gateway::DEFAULT_PRINCIPAL_TYPE
+                .parse()
+                .map_err(|_| ConfigError::Gateway {
+                    option: "principal-type",
+                    value: crate::gateway::DEFAULT_PRINCIPAL_TYPE.to_owned(),
+                    reason: "is not a Cedar entity type name",
+                })?,
+        };
+        let ms = |flag: Option<u64>, file: Option<u64>, default| {
+            flag.or(file)
+                .filter(|v| *v > 0)
+                .map_or(default, Duration::from_millis)
+        };
+        Ok(Some(crate::gateway::Config {
+            routes,
+            principal_header: header(principal_header.unwrap_or((
+                "principal-header",
+                crate::gateway::DEFAULT_PRINCIPAL_HEADER.to_owned(),
+            )))?,
+            principal_type,
+            client_ip_header: client_ip_header.map(header).transpose()?,
+            reload: ReloadConfig {
+                debounce: ms(self.debounce_ms, file.debounce_ms, config::DEFAULT_DEBOUNCE),
+                rescan: ms(self.rescan_ms, file.rescan_ms, config::DEFAULT_RESCAN),
+            },
+        }))
+    }
+
     /// No input named anywhere: the shipped defaults, which include the workflow.
     fn names_no_input(&self, file: &FileConfig) -> bool {
         let i = &self.inputs;
@@ -262,10 +382,21 @@ pub fn run(args: ServeArgs) -> u8 {
             return EXIT_FAILURE;
         }
     };
-    runtime.block_on(serve(config, remote_feed))
+    let gateway = match args.gateway_config() {
+        Ok(g) => g,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return EXIT_FAILURE;
+        }
+    };
+    runtime.block_on(serve(config, remote_feed, gateway))
 }
 
-async fn serve(config: Config, remote_feed: Option<RemoteFeedConfig>) -> u8 {
+async fn serve(
+    config: Config,
+    remote_feed: Option<RemoteFeedConfig>,
+    gateway: Option<crate::gateway::Config>,
+) -> u8 {
     let listener = match tokio::net::TcpListener::bind(config.http.listen).await {
         Ok(l) => l,
         Err(err) => {
@@ -275,15 +406,20 @@ async fn serve(config: Config, remote_feed: Option<RemoteFeedConfig>) -> u8 {
     };
     let cancel = CancellationToken::new();
     crate::shutdown::cancel_on_signal(cancel.clone());
-    let running = match start_with_feed(
+    let running = match start_with_gateway(
         config,
         remote_feed,
+        gateway,
         listener,
         http::system_clock(),
         prometheus::Registry::new(),
         cancel,
     ) {
         Ok(r) => r,
+        Err(err @ StartError::Routes(_)) => {
+            eprintln!("error: {err}");
+            return EXIT_INVALID;
+        }
         Err(StartError::Load(err)) => {
             eprintln!("error: {err}");
             return EXIT_INVALID;
@@ -322,6 +458,8 @@ pub enum StartError {
     Tokens(#[from] TokensError),
     #[error("webhook: {0}")]
     Webhook(#[from] WebhookError),
+    #[error(transparent)]
+    Routes(#[from] crate::gateway::RoutesError),
 }
 
 /// A started server: its address, its store, and the task that ends after shutdown.
@@ -383,6 +521,23 @@ pub fn start_with_feed(
     registry: prometheus::Registry,
     cancel: CancellationToken,
 ) -> Result<Running, StartError> {
+    start_with_gateway(config, remote_feed, None, listener, clock, registry, cancel)
+}
+
+/// As [`start_with_feed`], serving `/v1/forward-auth` from the route table that
+/// `gateway` names (loaded at startup, fatal if bad, then hot-reloaded).
+///
+/// # Errors
+/// As [`start`], or the route table is invalid.
+pub fn start_with_gateway(
+    config: Config,
+    remote_feed: Option<RemoteFeedConfig>,
+    gateway: Option<crate::gateway::Config>,
+    listener: tokio::net::TcpListener,
+    clock: http::Clock,
+    registry: prometheus::Registry,
+    cancel: CancellationToken,
+) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new(registry)?);
     let store = Arc::new(match &config.workflow {
         Some(w) => Store::open_following(
@@ -399,6 +554,15 @@ pub fn start_with_feed(
         )?,
     });
     let mut tasks = Vec::new();
+    let gateway = match gateway {
+        Some(settings) => {
+            let gateway =
+                crate::gateway::Gateway::load(settings, Arc::clone(&store), Arc::clone(&metrics))?;
+            tasks.push(gateway.spawn_watcher(cancel.clone())?);
+            Some(gateway)
+        }
+        None => None,
+    };
     let workflow = match &config.workflow {
         Some(settings) => {
             let (api, started) = start_workflow(settings, &store, &clock, &cancel)?;
@@ -438,6 +602,7 @@ pub fn start_with_feed(
         config: config.http.clone(),
         clock,
         workflow,
+        gateway,
     });
     let token = cancel.clone();
     let task = tokio::spawn(async move {
