@@ -225,6 +225,28 @@ impl RemoteFeedConfig {
     }
 }
 
+/// Signed grant feeds (see [`crate::signing`]): the key files, read when the server
+/// starts. Empty lists change nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedSigningConfig {
+    /// A sidecar accepts only feeds signed by one of these (`--feed-public-key`).
+    pub public_keys: Vec<PathBuf>,
+    /// How far a feed's `generated_at` may be ahead of this sidecar's clock.
+    pub max_skew: Duration,
+    /// The workflow signs every feed revision with each of these (`--feed-signing-key`).
+    pub signing_keys: Vec<PathBuf>,
+}
+
+impl Default for FeedSigningConfig {
+    fn default() -> Self {
+        Self {
+            public_keys: Vec::new(),
+            max_skew: crate::signing::DEFAULT_MAX_SKEW,
+            signing_keys: Vec::new(),
+        }
+    }
+}
+
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -284,6 +306,11 @@ pub struct FileConfig {
     pub principal_header: Option<String>,
     pub principal_type: Option<String>,
     pub client_ip_header: Option<String>,
+    #[serde(default)]
+    pub feed_public_key: Vec<PathBuf>,
+    pub feed_max_skew_ms: Option<u64>,
+    #[serde(default)]
+    pub feed_signing_key: Vec<PathBuf>,
 }
 
 /// A configuration that cannot be used.
@@ -297,7 +324,7 @@ pub enum ConfigError {
     },
     #[error("config file `{path}`: {message}")]
     Toml { path: PathBuf, message: String },
-    #[error("`{value}` is not a listen address like `127.0.0.1:8180`")]
+    #[error("`{value}` is not a listen address like `127.0.0.1:8180` or `unix:/run/elevate.sock`")]
     Listen { value: String },
     #[error("`{name}` must be greater than zero")]
     Zero { name: &'static str },
@@ -323,6 +350,12 @@ pub enum ConfigError {
     },
     #[error("`{option}` configures `/v1/forward-auth`, which needs `--routes FILE` too")]
     GatewayWithoutRoutes { option: &'static str },
+    #[error("`--feed-signing-key` signs the workflow's feed; it needs `--workflow DATA_DIR`")]
+    SigningKeyWithoutWorkflow,
+    #[error(
+        "`--feed-public-key` verifies a feed from elsewhere; with `--workflow` this sidecar follows its own workflow"
+    )]
+    PublicKeyWithWorkflow,
 }
 
 /// Parses a positive duration in friendly (`24h`) or ISO 8601 (`PT24H`) form.
@@ -361,14 +394,33 @@ impl FileConfig {
     }
 }
 
-/// Parses a listen address.
+/// Where the decision API listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(SocketAddr),
+    /// `unix:/path`: a Unix domain socket file.
+    Unix(PathBuf),
+}
+
+/// Parses a listen address: `host:port` with an IP host, or `unix:/path`.
 ///
 /// # Errors
-/// The text is not `host:port` with an IP host.
-pub fn parse_listen(value: &str) -> Result<SocketAddr, ConfigError> {
-    value.parse().map_err(|_| ConfigError::Listen {
-        value: value.to_owned(),
-    })
+/// The text is neither.
+pub fn parse_listen(value: &str) -> Result<Listen, ConfigError> {
+    if let Some(path) = value.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err(ConfigError::Listen {
+                value: value.to_owned(),
+            });
+        }
+        return Ok(Listen::Unix(PathBuf::from(path)));
+    }
+    value
+        .parse()
+        .map(Listen::Tcp)
+        .map_err(|_| ConfigError::Listen {
+            value: value.to_owned(),
+        })
 }
 
 /// `-` is stdout, `off` disables, anything else is a file path.
@@ -421,6 +473,11 @@ mod tests {
     fn listen_address_must_be_ip_and_port() {
         assert!(parse_listen("127.0.0.1:8180").is_ok());
         assert!(parse_listen("localhost").is_err());
+        assert_eq!(
+            parse_listen("unix:/run/elevate/api.sock").unwrap(),
+            Listen::Unix(PathBuf::from("/run/elevate/api.sock"))
+        );
+        assert!(parse_listen("unix:").is_err());
     }
 
     #[test]

@@ -23,7 +23,6 @@ use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +36,7 @@ use crate::snapshot::{Snapshot, Store};
 use crate::workflow::{ErrorKind, WorkflowError};
 
 mod gateway;
+pub mod listener;
 mod workflow;
 pub use gateway::{DECISION_ID_HEADER, GRANTS_HEADER, PRINCIPAL_HEADER, VALID_UNTIL_HEADER};
 pub use workflow::WorkflowApi;
@@ -351,6 +351,12 @@ impl App {
             gateway::EVALUATION => Route::Evaluation,
             gateway::EVALUATIONS => Route::Evaluations,
             gateway::AUTHZEN_METADATA => Route::AuthzenMetadata,
+            p if p
+                .strip_prefix(gateway::EXT_AUTHZ_PREFIX)
+                .is_some_and(|rest| rest.starts_with('/')) =>
+            {
+                Route::ExtAuthz
+            }
             _ if workflow::Target::parse(&path).is_some() => Route::Workflow,
             _ => Route::Other,
         };
@@ -503,8 +509,10 @@ impl App {
             Route::ForwardAuth
             | Route::Evaluation
             | Route::Evaluations
-            | Route::AuthzenMetadata => self.gateway_route(route, method, path, req).await,
-            Route::Other => Err(ApiError::NotFound {
+            | Route::AuthzenMetadata
+            | Route::ExtAuthz => self.gateway_route(route, method, path, req).await,
+            // The gRPC route is never an HTTP path.
+            Route::Other | Route::ExtAuthzGrpc => Err(ApiError::NotFound {
                 method: method.to_string(),
                 path: path.to_owned(),
             }),
@@ -623,13 +631,14 @@ fn record(
     }
 }
 
-/// Serves `app` on an already-bound listener until `shutdown`, then drains in-flight
-/// requests for at most `grace`.
+/// Serves `app` on an already-bound listener (TCP, or a Unix socket:
+/// [`listener::UnixSocket`]) until `shutdown`, then drains in-flight requests for at
+/// most `grace`.
 ///
 /// # Errors
 /// Accepting fails in a way that is not about one connection.
-pub async fn serve(
-    listener: TcpListener,
+pub async fn serve<L: listener::Listener>(
+    listener: L,
     app: Arc<App>,
     shutdown: CancellationToken,
     grace: Duration,
@@ -667,7 +676,6 @@ pub async fn serve(
                 }
             },
         };
-        let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
         let io = TokioIo::new(Tracked {
             inner: stream,
@@ -675,8 +683,11 @@ pub async fn serve(
         });
         let handler = Arc::clone(&app);
         let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            // Forward-auth's `source_ip` when no gateway header names the client.
-            req.extensions_mut().insert(gateway::Peer(peer));
+            // Forward-auth's `source_ip` when no gateway header names the client; a
+            // Unix socket's peer has no address, so only a header can name it.
+            if let Some(peer) = peer {
+                req.extensions_mut().insert(gateway::Peer(peer));
+            }
             let app = Arc::clone(&handler);
             async move { Ok::<_, Infallible>(app.handle(req).await) }
         });
@@ -690,11 +701,11 @@ pub async fn serve(
             tokio::select! {
                 result = conn => {
                     if let Err(err) = result {
-                        tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
+                        tracing::debug!(peer = ?peer, error = %err, "connection ended with an error");
                     }
                 }
                 () = idle => {
-                    tracing::debug!(peer = %peer, "closing idle connection");
+                    tracing::debug!(peer = ?peer, "closing idle connection");
                 }
             }
         });

@@ -12,11 +12,13 @@
 //! * [`request`]: decision requests (UIDs, context, per-request entities).
 //! * [`snapshot`]: the live `Snapshot`, reload, watchers, status.
 //! * [`remote`]: the remote grant feed fetcher (`--grants-url`, ETag and long-poll).
+//! * [`signing`]: signed grant feeds: Ed25519 keys, the envelope, what a sidecar accepts.
 //! * [`engine`]: `decide(&Snapshot, &Query, now)`, pure.
 //! * [`explain`]: why a decision came out as it did; near-miss grants.
 //! * [`http`]: the HTTP API.
 //! * [`gateway`]: the route table (`--routes`), principal and original request from a
 //!   gateway's headers, AuthZEN requests: forward-auth and AuthZEN onto the engine.
+//! * [`envoy`]: Envoy's ext_authz gRPC service (`--grpc-listen`), on the gateway code.
 //! * [`metrics`]: Prometheus metrics on a caller-owned registry.
 //! * [`audit`]: the decision log writer.
 //! * [`eventlog`]: the workflow's hash-chained, fsynced event log (its source of truth).
@@ -35,6 +37,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod envoy;
 pub mod eventlog;
 pub mod explain;
 pub mod feed;
@@ -49,6 +52,7 @@ pub mod prove;
 pub mod remote;
 pub mod request;
 pub mod shutdown;
+pub mod signing;
 pub mod snapshot;
 #[cfg(test)]
 mod testutil;

@@ -24,6 +24,8 @@ pub struct Metrics {
     grants: IntGauge,
     grants_in_force: IntGauge,
     grants_rejected: IntCounterVec,
+    /// Whole feed documents refused by the signature, rollback and clock checks.
+    feed_rejected: IntCounterVec,
     input_age: IntGaugeVec,
     /// No labels; a vector only so that it is absent until a remote feed first answers.
     feed_age: GaugeVec,
@@ -81,6 +83,10 @@ pub enum Route {
     Evaluations,
     /// `/.well-known/authzen-configuration`.
     AuthzenMetadata,
+    /// `/v1/ext-authz/…` (Envoy ext_authz, HTTP service).
+    ExtAuthz,
+    /// `envoy.service.auth.v3.Authorization/Check` on the gRPC listener.
+    ExtAuthzGrpc,
     Other,
 }
 
@@ -99,6 +105,8 @@ impl Route {
             Self::Evaluation => "authzen_evaluation",
             Self::Evaluations => "authzen_evaluations",
             Self::AuthzenMetadata => "authzen_configuration",
+            Self::ExtAuthz => "ext_authz",
+            Self::ExtAuthzGrpc => "ext_authz_grpc",
             Self::Other => "other",
         }
     }
@@ -148,6 +156,13 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let feed_rejected = IntCounterVec::new(
+            Opts::new(
+                "elevate_feed_rejected_total",
+                "Grant feed documents refused as a whole (signature, rollback, clock), by reason",
+            ),
+            &["reason"],
+        )?;
         let input_age = IntGaugeVec::new(
             Opts::new(
                 "elevate_input_age_seconds",
@@ -181,6 +196,7 @@ impl Metrics {
         registry.register(Box::new(grants.clone()))?;
         registry.register(Box::new(grants_in_force.clone()))?;
         registry.register(Box::new(grants_rejected.clone()))?;
+        registry.register(Box::new(feed_rejected.clone()))?;
         registry.register(Box::new(input_age.clone()))?;
         registry.register(Box::new(feed_age.clone()))?;
         registry.register(Box::new(decision_log_dropped.clone()))?;
@@ -199,6 +215,9 @@ impl Metrics {
         for reason in RejectReason::ALL {
             grants_rejected.with_label_values(&[reason.as_str()]);
         }
+        for reason in crate::signing::RejectReason::ALL {
+            feed_rejected.with_label_values(&[reason.as_str()]);
+        }
         Ok(Self {
             registry,
             decisions,
@@ -208,6 +227,7 @@ impl Metrics {
             grants,
             grants_in_force,
             grants_rejected,
+            feed_rejected,
             input_age,
             feed_age,
             decision_log_dropped,
@@ -257,6 +277,12 @@ impl Metrics {
 
     pub fn grant_rejected(&self, reason: RejectReason) {
         self.grants_rejected
+            .with_label_values(&[reason.as_str()])
+            .inc();
+    }
+
+    pub fn feed_rejected(&self, reason: crate::signing::RejectReason) {
+        self.feed_rejected
             .with_label_values(&[reason.as_str()])
             .inc();
     }

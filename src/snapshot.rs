@@ -30,6 +30,7 @@ use crate::engine::Slices;
 use crate::feed::{self, Document, GrantIndex};
 use crate::metrics::Metrics;
 use crate::policy::{self, Bundle, EntityStore, PolicyError, SourceFile};
+use crate::signing::{self, FeedTrust};
 
 /// One reloadable input. The label set of `elevate_reload_total{input}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -173,13 +174,22 @@ pub enum LoadError {
     },
     #[error("grants: both a feed file `{path}` and a feed URL `{url}`; use one")]
     TwoFeeds { path: PathBuf, url: String },
+    #[error("grants: `{path}`: {source}")]
+    FeedRejected {
+        path: PathBuf,
+        #[source]
+        source: signing::Rejected,
+    },
 }
 
 impl LoadError {
     pub fn input(&self) -> Input {
         match self {
             Self::Policy(input, _) => *input,
-            Self::FeedRead { .. } | Self::Feed { .. } | Self::TwoFeeds { .. } => Input::Grants,
+            Self::FeedRead { .. }
+            | Self::Feed { .. }
+            | Self::TwoFeeds { .. }
+            | Self::FeedRejected { .. } => Input::Grants,
         }
     }
 }
@@ -200,6 +210,19 @@ impl RawInputs {
     /// # Errors
     /// The first input that cannot be read or parsed.
     pub fn load(sources: &Sources) -> Result<Self, LoadError> {
+        Self::load_trusting(sources, None, Timestamp::now())
+    }
+
+    /// As [`RawInputs::load`]; with `trust`, a feed file must be signed by one of its
+    /// keys and not dated after `now` beyond its skew.
+    ///
+    /// # Errors
+    /// As [`RawInputs::load`], or the feed file is rejected.
+    pub fn load_trusting(
+        sources: &Sources,
+        trust: Option<&FeedTrust>,
+        now: Timestamp,
+    ) -> Result<Self, LoadError> {
         let policies = policy::load_policy_files(&sources.policies)
             .map_err(|e| LoadError::Policy(Input::Policies, e))?;
         let schema = sources
@@ -216,7 +239,7 @@ impl RawInputs {
             .map_err(|e| LoadError::Policy(Input::Entities, e))?;
         let (feed, feed_hash) = match &sources.grants {
             Some(path) => {
-                let (doc, hash) = load_feed(path)?;
+                let (doc, hash) = load_feed(path, trust, now)?;
                 (Some(doc), Some(hash))
             }
             None => (None, None),
@@ -246,17 +269,59 @@ impl RawInputs {
     }
 }
 
-fn load_feed(path: &Path) -> Result<(Document, String), LoadError> {
+fn load_feed(
+    path: &Path,
+    trust: Option<&FeedTrust>,
+    now: Timestamp,
+) -> Result<(Document, String), LoadError> {
     let bytes = std::fs::read(path).map_err(|source| LoadError::FeedRead {
         path: path.to_path_buf(),
         source,
     })?;
     let hash = hash_bytes(&bytes);
-    let doc = feed::parse_document(&bytes).map_err(|source| LoadError::Feed {
-        path: path.to_path_buf(),
-        source,
+    let doc = read_document(&bytes, trust, None, now).map_err(|e| match e {
+        FeedFailure::Parse(source) => LoadError::Feed {
+            path: path.to_path_buf(),
+            source,
+        },
+        FeedFailure::Rejected(source) => LoadError::FeedRejected {
+            path: path.to_path_buf(),
+            source,
+        },
     })?;
     Ok((doc, hash))
+}
+
+/// Why a feed's bytes did not become a document that may go live.
+#[derive(Debug)]
+enum FeedFailure {
+    Parse(feed::FeedError),
+    Rejected(signing::Rejected),
+}
+
+impl std::fmt::Display for FeedFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Parse(e) => e.fmt(f),
+            Self::Rejected(e) => e.fmt(f),
+        }
+    }
+}
+
+/// The document in a feed's bytes: a plain document or an envelope's payload; with
+/// `trust`, only a verified one that is not future-dated nor older than `held`.
+fn read_document(
+    bytes: &[u8],
+    trust: Option<&FeedTrust>,
+    held: Option<&Document>,
+    now: Timestamp,
+) -> Result<Document, FeedFailure> {
+    let payload = signing::open(bytes, trust).map_err(FeedFailure::Rejected)?;
+    let doc = feed::parse_document(&payload).map_err(FeedFailure::Parse)?;
+    if let Some(trust) = trust {
+        signing::check_document(trust, &doc, held, now).map_err(FeedFailure::Rejected)?;
+    }
+    Ok(doc)
 }
 
 fn hash_bytes(bytes: &[u8]) -> String {
@@ -362,6 +427,8 @@ pub struct Store {
     metrics: Arc<Metrics>,
     /// Set when the grants come over HTTP instead of from `sources.grants`.
     remote: Option<Remote>,
+    /// Keys a feed must be signed with (`--feed-public-key`); `None` takes any feed.
+    trust: Option<FeedTrust>,
 }
 
 struct ReloadState {
@@ -408,12 +475,27 @@ impl Store {
         metrics: Arc<Metrics>,
         now: Timestamp,
     ) -> Result<Self, LoadError> {
+        Self::open_trusting(sources, remote, None, metrics, now)
+    }
+
+    /// As [`Store::open`]; with `trust`, every feed document (the file's or the remote
+    /// feed's, at startup and on every reload) must pass [`signing`]'s checks.
+    ///
+    /// # Errors
+    /// As [`Store::open`], or the feed file is rejected at startup.
+    pub fn open_trusting(
+        sources: Sources,
+        remote: Option<&RemoteFeedConfig>,
+        trust: Option<FeedTrust>,
+        metrics: Arc<Metrics>,
+        now: Timestamp,
+    ) -> Result<Self, LoadError> {
         let remote = remote.map(|r| Remote {
             url: r.url.to_string(),
             max_age: jiff::SignedDuration::try_from(r.max_age).unwrap_or(jiff::SignedDuration::MAX),
             in_process: false,
         });
-        Self::open_with(sources, remote, metrics, now)
+        Self::open_with(sources, remote, trust, metrics, now)
     }
 
     /// Loads every local input; the grants come from a workflow in this process, which
@@ -434,12 +516,14 @@ impl Store {
             max_age: jiff::SignedDuration::MAX,
             in_process: true,
         };
-        Self::open_with(sources, Some(remote), metrics, now)
+        // The workflow in this process is trusted as itself: nothing to verify.
+        Self::open_with(sources, Some(remote), None, metrics, now)
     }
 
     fn open_with(
         sources: Sources,
         remote: Option<Remote>,
+        trust: Option<FeedTrust>,
         metrics: Arc<Metrics>,
         now: Timestamp,
     ) -> Result<Self, LoadError> {
@@ -449,7 +533,7 @@ impl Store {
                 url: remote.url.clone(),
             });
         }
-        let raw = RawInputs::load(&sources)?;
+        let raw = RawInputs::load_trusting(&sources, trust.as_ref(), now)?;
         let mut snapshot = Snapshot::build(&raw, sources.validation)?;
         if remote.is_some() {
             // Fail closed until the first good document.
@@ -505,6 +589,7 @@ impl Store {
             }),
             metrics,
             remote,
+            trust,
         };
         Ok(store)
     }
@@ -640,6 +725,7 @@ impl Store {
         // already failed is retried only together with another change (a schema and
         // its entities may have to change together), so a rescan does not report the
         // same failure again and again.
+        let mut feed_rejection: Option<signing::RejectReason> = None;
         let mut observed: Vec<(Input, String)> = Vec::new();
         let mut repeats: Vec<Input> = Vec::new();
         let mut observe = |input: Input, fingerprint: String, state: &ReloadState| {
@@ -700,13 +786,17 @@ impl Store {
         }
         if let (Pass::Fetched { body, hash, .. }, Some(remote)) = (pass, &self.remote) {
             observe(Input::Grants, hash.to_owned(), state);
-            match feed::parse_document(body) {
+            let held = state.last_good.feed.as_ref();
+            match read_document(body, self.trust.as_ref(), held, now) {
                 Ok(doc) => {
                     candidate.feed = Some(doc);
                     candidate.feed_hash = Some(hash.to_owned());
                     changed.push(Input::Grants);
                 }
                 Err(e) => {
+                    if let FeedFailure::Rejected(r) = &e {
+                        feed_rejection = Some(r.reason);
+                    }
                     let message = format!("`{}`: {e}", remote.url);
                     let message = if state.last_good.feed.is_none() {
                         format!("{}: {message}", remote.waiting())
@@ -723,13 +813,17 @@ impl Store {
                     let hash = hash_bytes(&bytes);
                     observe(Input::Grants, hash.clone(), state);
                     if Some(&hash) != state.last_good.feed_hash.as_ref() {
-                        match feed::parse_document(&bytes) {
+                        let held = state.last_good.feed.as_ref();
+                        match read_document(&bytes, self.trust.as_ref(), held, now) {
                             Ok(doc) => {
                                 candidate.feed = Some(doc);
                                 candidate.feed_hash = Some(hash);
                                 changed.push(Input::Grants);
                             }
                             Err(e) => {
+                                if let FeedFailure::Rejected(r) = &e {
+                                    feed_rejection = Some(r.reason);
+                                }
                                 failed.push((Input::Grants, format!("`{}`: {e}", path.display())));
                             }
                         }
@@ -849,6 +943,9 @@ impl Store {
             s.last_attempt = Some(now);
             s.last_error = Some(message.clone());
             s.failures += 1;
+        }
+        if let Some(reason) = feed_rejection {
+            self.metrics.feed_rejected(reason);
         }
         if changed.is_empty() {
             return false;

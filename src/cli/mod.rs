@@ -15,6 +15,7 @@ mod authorize;
 mod client;
 mod elevation;
 mod fmt;
+mod keygen;
 mod prove;
 mod replay;
 pub mod serve;
@@ -71,6 +72,8 @@ pub enum Command {
     Grants(elevation::GrantsArgs),
     /// Bearer tokens for the workflow API: `new` makes one, `hash` prints a token's SHA-256.
     Token(token::TokenArgs),
+    /// Make an Ed25519 key pair for signing the grant feed (DIR/NAME.key, DIR/NAME.pub); prints the key id.
+    Keygen(keygen::KeygenArgs),
     /// Run the policy tests (`policies/tests/*.toml`); exit 0 all pass, 2 a case failed, 3 invalid tests or inputs.
     Test(test::TestArgs),
     /// Format policy files with Cedar's formatter; `--check` lists files that would change and exits 2.
@@ -219,6 +222,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Show(args) => elevation::show(&args),
         Command::Grants(args) => elevation::grants(&args),
         Command::Token(args) => token::run(&args),
+        Command::Keygen(args) => keygen::run(&args),
         Command::Test(args) => test::run(&args),
         Command::Fmt(args) => fmt::run(&args),
         Command::Prove(args) => prove::run(&args),

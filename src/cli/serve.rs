@@ -78,10 +78,41 @@ pub struct ServeArgs {
     /// for every kind; repeatable
     #[arg(long = "webhook", value_name = "SPEC")]
     pub webhooks: Vec<String>,
+    /// Signed grant feeds' flags, boxed like the gateway's.
+    #[command(flatten)]
+    pub signing: Box<FeedSigningArgs>,
     /// The gateway endpoints' flags, boxed: `Command` holds every subcommand's
     /// arguments inline, and these are seldom set.
     #[command(flatten)]
     pub gateway: Box<GatewayArgs>,
+}
+
+/// `serve`'s flags for signed grant feeds (see [`crate::signing`]).
+#[derive(Debug, Args)]
+pub struct FeedSigningArgs {
+    /// Accept only grant feeds signed by this Ed25519 public key (PEM, from `elevate
+    /// keygen`); repeatable, every key listed is trusted (rotation) [default: none,
+    /// unsigned feeds are accepted]
+    #[arg(
+        long = "feed-public-key",
+        value_name = "FILE",
+        env = "ELEVATE_FEED_PUBLIC_KEYS",
+        value_delimiter = ','
+    )]
+    pub feed_public_keys: Vec<PathBuf>,
+    /// With `--feed-public-key`: how far a feed's `generated_at` may be ahead of this
+    /// sidecar's clock, in ms [default: 30000]
+    #[arg(long, env = "ELEVATE_FEED_MAX_SKEW_MS")]
+    pub feed_max_skew_ms: Option<u64>,
+    /// With `--workflow`: sign every feed revision with this Ed25519 private key (PEM,
+    /// from `elevate keygen`); repeatable, each signs (rotation) [default: unsigned]
+    #[arg(
+        long = "feed-signing-key",
+        value_name = "FILE",
+        env = "ELEVATE_FEED_SIGNING_KEYS",
+        value_delimiter = ','
+    )]
+    pub feed_signing_keys: Vec<PathBuf>,
 }
 
 /// `serve`'s flags for `/v1/forward-auth`.
@@ -104,6 +135,11 @@ pub struct GatewayArgs {
     /// the connection's peer]
     #[arg(long, env = "ELEVATE_CLIENT_IP_HEADER")]
     pub client_ip_header: Option<String>,
+    /// With `--routes`: also serve Envoy's ext_authz gRPC service
+    /// (`envoy.service.auth.v3.Authorization/Check`) on this address, like
+    /// `127.0.0.1:8181` [default: off]
+    #[arg(long, env = "ELEVATE_GRPC_LISTEN")]
+    pub grpc_listen: Option<String>,
 }
 
 impl ServeArgs {
@@ -145,7 +181,13 @@ impl ServeArgs {
             sources.grants = None;
         }
         let listen = self.listen.clone().or_else(|| file.listen.clone());
-        let listen = config::parse_listen(listen.as_deref().unwrap_or(config::DEFAULT_LISTEN))?;
+        let listen =
+            match config::parse_listen(listen.as_deref().unwrap_or(config::DEFAULT_LISTEN))? {
+                config::Listen::Tcp(addr) => addr,
+                // `HttpConfig::listen` is a TCP address; the socket is bound from
+                // `ServeArgs::unix_socket`, and this only names AuthZEN's fallback host.
+                config::Listen::Unix(_) => HttpConfig::default().listen,
+            };
         let ms = |name,
                   flag: Option<u64>,
                   file: Option<u64>,
@@ -310,6 +352,42 @@ impl ServeArgs {
         }))
     }
 
+    /// The signed-feed settings: flags replace the config file's lists (so a key can be
+    /// dropped from the command line), and each list needs its side of the feed.
+    ///
+    /// # Errors
+    /// The config file is unusable, signing keys without a workflow, or public keys
+    /// with one.
+    pub fn feed_signing_config(&self) -> Result<config::FeedSigningConfig, ConfigError> {
+        let file = self.inputs.file_config()?;
+        let pick = |flags: &Vec<PathBuf>, file: &Vec<PathBuf>| {
+            if flags.is_empty() {
+                file.clone()
+            } else {
+                flags.clone()
+            }
+        };
+        let public_keys = pick(&self.signing.feed_public_keys, &file.feed_public_key);
+        let signing_keys = pick(&self.signing.feed_signing_keys, &file.feed_signing_key);
+        let workflow = self.workflow_settings(&file)?.is_some();
+        if !signing_keys.is_empty() && !workflow {
+            return Err(ConfigError::SigningKeyWithoutWorkflow);
+        }
+        if !public_keys.is_empty() && workflow {
+            return Err(ConfigError::PublicKeyWithWorkflow);
+        }
+        let max_skew = self
+            .signing
+            .feed_max_skew_ms
+            .or(file.feed_max_skew_ms)
+            .map_or(crate::signing::DEFAULT_MAX_SKEW, Duration::from_millis);
+        Ok(config::FeedSigningConfig {
+            public_keys,
+            max_skew,
+            signing_keys,
+        })
+    }
+
     /// No input named anywhere: the shipped defaults, which include the workflow.
     fn names_no_input(&self, file: &FileConfig) -> bool {
         let i = &self.inputs;
@@ -364,6 +442,24 @@ impl ServeArgs {
     }
 }
 
+impl ServeArgs {
+    /// The socket file of `--listen unix:/path` (flag over config file), if that is
+    /// where the API listens.
+    ///
+    /// # Errors
+    /// The config file or the value is unusable.
+    pub fn unix_socket(&self) -> Result<Option<PathBuf>, ConfigError> {
+        let file = self.inputs.file_config()?;
+        let listen = self.listen.clone().or_else(|| file.listen.clone());
+        Ok(
+            match config::parse_listen(listen.as_deref().unwrap_or(config::DEFAULT_LISTEN))? {
+                config::Listen::Unix(path) => Some(path),
+                config::Listen::Tcp(_) => None,
+            },
+        )
+    }
+}
+
 pub fn run(args: ServeArgs) -> u8 {
     let (config, remote_feed) = match args.configs() {
         Ok(c) => c,
@@ -389,27 +485,95 @@ pub fn run(args: ServeArgs) -> u8 {
             return EXIT_FAILURE;
         }
     };
-    runtime.block_on(serve(config, remote_feed, gateway))
+    let grpc_listen = match args
+        .gateway
+        .grpc_listen
+        .as_deref()
+        .map(config::parse_listen)
+    {
+        None => None,
+        Some(Ok(_)) if gateway.is_none() => {
+            eprintln!("error: `--grpc-listen` needs a route table (`--routes FILE`)");
+            return EXIT_FAILURE;
+        }
+        Some(Ok(config::Listen::Tcp(addr))) => Some(addr),
+        Some(Ok(config::Listen::Unix(_))) => {
+            eprintln!("error: --grpc-listen: a TCP address like `127.0.0.1:8181` is needed");
+            return EXIT_FAILURE;
+        }
+        Some(Err(err)) => {
+            eprintln!("error: --grpc-listen: {err}");
+            return EXIT_FAILURE;
+        }
+    };
+    let signing = match args.feed_signing_config() {
+        Ok(s) => s,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return EXIT_FAILURE;
+        }
+    };
+    let unix = match args.unix_socket() {
+        Ok(u) => u,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return EXIT_FAILURE;
+        }
+    };
+    runtime.block_on(serve(
+        config,
+        remote_feed,
+        gateway,
+        grpc_listen,
+        signing,
+        unix,
+    ))
 }
 
 async fn serve(
     config: Config,
     remote_feed: Option<RemoteFeedConfig>,
     gateway: Option<crate::gateway::Config>,
+    grpc_listen: Option<std::net::SocketAddr>,
+    signing: config::FeedSigningConfig,
+    unix: Option<PathBuf>,
 ) -> u8 {
-    let listener = match tokio::net::TcpListener::bind(config.http.listen).await {
+    let listen = unix.map_or(
+        config::Listen::Tcp(config.http.listen),
+        config::Listen::Unix,
+    );
+    let listener = match http::listener::Bound::bind(&listen).await {
         Ok(l) => l,
         Err(err) => {
-            eprintln!("error: cannot listen on {}: {err}", config.http.listen);
+            let shown = match &listen {
+                config::Listen::Tcp(addr) => addr.to_string(),
+                config::Listen::Unix(path) => format!("unix:{}", path.display()),
+            };
+            eprintln!("error: cannot listen on {shown}: {err}");
             return EXIT_FAILURE;
         }
     };
+    let grpc = match grpc_listen {
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(err) => {
+                eprintln!("error: cannot listen on {addr} (--grpc-listen): {err}");
+                return EXIT_FAILURE;
+            }
+        },
+        None => None,
+    };
     let cancel = CancellationToken::new();
     crate::shutdown::cancel_on_signal(cancel.clone());
-    let running = match start_with_gateway(
-        config,
+    let options = StartOptions {
         remote_feed,
         gateway,
+        grpc,
+        signing,
+    };
+    let running = match start_with_options(
+        config,
+        options,
         listener,
         http::system_clock(),
         prometheus::Registry::new(),
@@ -460,10 +624,13 @@ pub enum StartError {
     Webhook(#[from] WebhookError),
     #[error(transparent)]
     Routes(#[from] crate::gateway::RoutesError),
+    #[error("feed signing: {0}")]
+    Keys(#[from] crate::signing::KeyError),
 }
 
 /// A started server: its address, its store, and the task that ends after shutdown.
 pub struct Running {
+    /// The TCP address served; `0.0.0.0:0` on a Unix socket.
     pub addr: std::net::SocketAddr,
     pub store: Arc<Store>,
     pub cancel: CancellationToken,
@@ -538,6 +705,86 @@ pub fn start_with_gateway(
     registry: prometheus::Registry,
     cancel: CancellationToken,
 ) -> Result<Running, StartError> {
+    start_with_grpc(
+        config,
+        remote_feed,
+        gateway,
+        listener,
+        None,
+        clock,
+        registry,
+        cancel,
+    )
+}
+
+/// As [`start_with_gateway`], also serving Envoy's ext_authz gRPC service on
+/// `grpc` when given (`--grpc-listen`).
+///
+/// # Errors
+/// As [`start_with_gateway`].
+#[allow(clippy::too_many_arguments)]
+pub fn start_with_grpc(
+    config: Config,
+    remote_feed: Option<RemoteFeedConfig>,
+    gateway: Option<crate::gateway::Config>,
+    listener: tokio::net::TcpListener,
+    grpc: Option<tokio::net::TcpListener>,
+    clock: http::Clock,
+    registry: prometheus::Registry,
+    cancel: CancellationToken,
+) -> Result<Running, StartError> {
+    let options = StartOptions {
+        remote_feed,
+        gateway,
+        grpc,
+        signing: config::FeedSigningConfig::default(),
+    };
+    start_with_options(config, options, listener, clock, registry, cancel)
+}
+
+/// What a server can be started with besides its [`Config`]; the default is none of it.
+#[derive(Debug, Default)]
+pub struct StartOptions {
+    /// The grants from a remote feed (`config.sources.grants` must then be `None`).
+    pub remote_feed: Option<RemoteFeedConfig>,
+    /// `/v1/forward-auth`'s route table.
+    pub gateway: Option<crate::gateway::Config>,
+    /// Envoy's ext_authz gRPC listener.
+    pub grpc: Option<tokio::net::TcpListener>,
+    /// Signed feeds: keys to verify the feed with, or to sign the workflow's with.
+    pub signing: config::FeedSigningConfig,
+}
+
+/// The most general start: every other `start_*` is this with some options.
+///
+/// # Errors
+/// As [`start_with_gateway`], or a feed key file cannot be read.
+pub fn start_with_options(
+    config: Config,
+    options: StartOptions,
+    listener: impl http::listener::Listener,
+    clock: http::Clock,
+    registry: prometheus::Registry,
+    cancel: CancellationToken,
+) -> Result<Running, StartError> {
+    let StartOptions {
+        remote_feed,
+        gateway,
+        grpc,
+        signing,
+    } = options;
+    let trust = if signing.public_keys.is_empty() {
+        None
+    } else {
+        let trust = crate::signing::FeedTrust::load(&signing.public_keys, signing.max_skew)?;
+        tracing::info!(keys = ?trust.key_ids(), "grant feeds must be signed by one of these keys");
+        Some(trust)
+    };
+    let signers = signing
+        .signing_keys
+        .iter()
+        .map(|path| crate::signing::FeedSigner::load(path))
+        .collect::<Result<Vec<_>, _>>()?;
     let metrics = Arc::new(Metrics::new(registry)?);
     let store = Arc::new(match &config.workflow {
         Some(w) => Store::open_following(
@@ -546,9 +793,10 @@ pub fn start_with_gateway(
             Arc::clone(&metrics),
             clock(),
         )?,
-        None => Store::open(
+        None => Store::open_trusting(
             config.sources.clone(),
             remote_feed.as_ref(),
+            trust,
             Arc::clone(&metrics),
             clock(),
         )?,
@@ -565,7 +813,7 @@ pub fn start_with_gateway(
     };
     let workflow = match &config.workflow {
         Some(settings) => {
-            let (api, started) = start_workflow(settings, &store, &clock, &cancel)?;
+            let (api, started) = start_workflow(settings, signers, &store, &clock, &cancel)?;
             tasks.extend(started);
             Some(api)
         }
@@ -582,10 +830,13 @@ pub fn start_with_gateway(
     let fetcher = remote_feed.map(|feed| {
         crate::remote::spawn(Arc::clone(&store), feed, Arc::clone(&clock), cancel.clone())
     });
-    let addr = listener.local_addr().map_err(StartError::DecisionLog)?;
+    // A Unix socket has no address: `Running::addr` is then `0.0.0.0:0`.
+    let addr = listener
+        .tcp_addr()
+        .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
     let snap = store.current();
     tracing::info!(
-        listen = %addr,
+        listen = %listener.describe(),
         generation = snap.generation,
         policies = snap.bundle.statics.policies().count(),
         roles = snap.bundle.roles.len(),
@@ -605,9 +856,31 @@ pub fn start_with_gateway(
         gateway,
     });
     let token = cancel.clone();
+    let grpc = grpc.map(|grpc| {
+        if let Ok(addr) = grpc.local_addr() {
+            tracing::info!(grpc_listen = %addr, "serving Envoy ext_authz over gRPC");
+        }
+        tokio::spawn(crate::envoy::serve(grpc, Arc::clone(&app), token.clone()))
+    });
     let task = tokio::spawn(async move {
         let result = http::serve(listener, app, token.clone(), config.shutdown_grace).await;
         token.cancel();
+        let result = match grpc {
+            Some(mut grpc) => {
+                // Envoy holds its HTTP/2 connections open; draining them gets the
+                // same grace as HTTP, then they are cut.
+                let grpc = match tokio::time::timeout(config.shutdown_grace, &mut grpc).await {
+                    Ok(joined) => joined.unwrap_or_else(|e| Err(std::io::Error::other(e))),
+                    Err(_) => {
+                        tracing::warn!("gRPC shutdown grace period over; closing connections");
+                        grpc.abort();
+                        Ok(())
+                    }
+                };
+                result.and(grpc)
+            }
+            None => result,
+        };
         let _ = reloader.await;
         if let Some(fetcher) = fetcher {
             let _ = fetcher.await;
@@ -631,6 +904,7 @@ pub fn start_with_gateway(
 /// watcher and the webhook sender.
 fn start_workflow(
     settings: &WorkflowSettings,
+    signers: Vec<crate::signing::FeedSigner>,
     store: &Arc<Store>,
     clock: &http::Clock,
     cancel: &CancellationToken,
@@ -658,6 +932,11 @@ fn start_workflow(
     let mut service_config = ServiceConfig::new(settings.data_dir.clone());
     service_config.feed_file.clone_from(&settings.feed_file);
     service_config.workflow.request_ttl = settings.request_ttl;
+    if !signers.is_empty() {
+        let ids: Vec<&str> = signers.iter().map(|s| s.id()).collect();
+        tracing::info!(keys = ?ids, "signing every grant feed revision");
+    }
+    service_config.signers = signers;
     let service = Service::open(
         service_config,
         Arc::clone(store),
@@ -851,6 +1130,57 @@ mod tests {
             vec!["requested=http://127.0.0.1:9/hook".to_owned()]
         );
         assert_eq!(config.sources.grants, None);
+    }
+
+    #[test]
+    fn feed_keys_belong_to_their_side_of_the_feed() {
+        let s = serve_args(&[
+            "--grants-url",
+            "http://h/v1/grants",
+            "--feed-public-key",
+            "a.pub",
+            "--feed-public-key",
+            "b.pub",
+            "--feed-max-skew-ms",
+            "5000",
+        ])
+        .feed_signing_config()
+        .unwrap();
+        assert_eq!(s.public_keys, vec![PathBuf::from("a.pub"), "b.pub".into()]);
+        assert_eq!(s.max_skew, Duration::from_secs(5));
+        let none = serve_args(&["--grants", "g.json"])
+            .feed_signing_config()
+            .unwrap();
+        assert_eq!(none, config::FeedSigningConfig::default());
+        let s = serve_args(&[
+            "--workflow",
+            "d",
+            "--tokens",
+            "t",
+            "--feed-signing-key",
+            "k",
+        ])
+        .feed_signing_config()
+        .unwrap();
+        assert_eq!(s.signing_keys, vec![PathBuf::from("k")]);
+        let err = serve_args(&["--grants", "g.json", "--feed-signing-key", "k"])
+            .feed_signing_config()
+            .unwrap_err();
+        assert!(err.to_string().contains("--workflow"), "{err}");
+        let err = serve_args(&["--workflow", "d", "--tokens", "t", "--feed-public-key", "a"])
+            .feed_signing_config()
+            .unwrap_err();
+        assert!(err.to_string().contains("--feed-public-key"), "{err}");
+        let file = toml_file("grants = \"g.json\"\nfeed-public-key = [\"f.pub\"]\n");
+        let path = file.path().to_str().unwrap();
+        let s = serve_args(&["--config", path])
+            .feed_signing_config()
+            .unwrap();
+        assert_eq!(s.public_keys, vec![PathBuf::from("f.pub")]);
+        let s = serve_args(&["--config", path, "--feed-public-key", "x.pub"])
+            .feed_signing_config()
+            .unwrap();
+        assert_eq!(s.public_keys, vec![PathBuf::from("x.pub")], "flags replace");
     }
 
     #[test]

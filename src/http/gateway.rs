@@ -1,7 +1,9 @@
 //! The gateway endpoints: `/v1/forward-auth` for nginx `auth_request`, Caddy
 //! `forward_auth` and Traefik ForwardAuth, and the OpenID AuthZEN 1.0 evaluation
 //! API (`/access/v1/evaluation`, `/access/v1/evaluations` and its metadata at
-//! `/.well-known/authzen-configuration`).
+//! `/.well-known/authzen-configuration`), and Envoy's ext_authz HTTP service
+//! (`/v1/ext-authz/...`: Envoy sends the original method, and the original path
+//! after its configured `path_prefix`).
 //!
 //! Every decision goes through [`App::decide_query`], as on `/v1/is_authorized`:
 //! the same engine call, metrics and decision record. Forward-auth answers with a
@@ -28,6 +30,8 @@ use crate::request::{self, Body, RequestError};
 use crate::snapshot::Snapshot;
 
 pub(super) const FORWARD_AUTH: &str = "/v1/forward-auth";
+/// Envoy's `http_service.path_prefix`; the original path follows it.
+pub(super) const EXT_AUTHZ_PREFIX: &str = "/v1/ext-authz";
 pub(super) const EVALUATION: &str = "/access/v1/evaluation";
 pub(super) const EVALUATIONS: &str = "/access/v1/evaluations";
 pub(super) const AUTHZEN_METADATA: &str = "/.well-known/authzen-configuration";
@@ -68,6 +72,8 @@ impl App {
                 return Err(wrong_method("GET"));
             }
             Route::ForwardAuth => self.forward_auth(&req),
+            // Any method: it is the original request's.
+            Route::ExtAuthz => self.ext_authz(&req),
             Route::Evaluation => {
                 let bytes = self.read_body(req).await?;
                 self.evaluation(&bytes)
@@ -96,19 +102,58 @@ impl App {
     /// `GET|POST /v1/forward-auth`: authorizes the original request the gateway
     /// describes in its headers.
     fn forward_auth(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-        let Some(gateway) = &self.gateway else {
-            return error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("`{FORWARD_AUTH}` needs a route table; start elevate with `--routes FILE`"),
-            );
-        };
-        let headers = req.headers();
-        let config = gateway.config();
-        let original = match origin::parse_original(headers) {
+        if self.gateway.is_none() {
+            return no_routes(FORWARD_AUTH);
+        }
+        let original = match origin::parse_original(req.headers()) {
             Ok(o) => o,
             Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
         };
+        let peer = req.extensions().get::<Peer>().map(|p| p.0);
+        self.authorize_original(&original, req.headers(), peer)
+    }
+
+    /// `ANY /v1/ext-authz/ORIGINAL-PATH`: Envoy's ext_authz HTTP service. The
+    /// request line is the original one, so `X-Original-*`/`X-Forwarded-*` headers
+    /// are ignored here: only a client could have sent them.
+    fn ext_authz(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        if self.gateway.is_none() {
+            return no_routes(EXT_AUTHZ_PREFIX);
+        }
+        let path = req
+            .uri()
+            .path()
+            .strip_prefix(EXT_AUTHZ_PREFIX)
+            .unwrap_or_default();
+        if !path.starts_with('/') {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("`{EXT_AUTHZ_PREFIX}` must be followed by the original path"),
+            );
+        }
+        let original = origin::Original {
+            method: req.method().as_str().to_ascii_uppercase(),
+            path: path.to_owned(),
+            query: req.uri().query().unwrap_or_default().to_owned(),
+        };
+        let peer = req.extensions().get::<Peer>().map(|p| p.0);
+        self.authorize_original(&original, req.headers(), peer)
+    }
+
+    /// Decides `original` for a gateway: 200 allow with the `X-Elevate-*` headers,
+    /// 403 deny, 401 no principal; shared by forward-auth and both ext_authz modes
+    /// (gRPC: [`crate::envoy`]), so they cannot drift apart.
+    pub fn authorize_original(
+        &self,
+        original: &origin::Original,
+        headers: &HeaderMap,
+        peer: Option<SocketAddr>,
+    ) -> Response<Full<Bytes>> {
+        let Some(gateway) = &self.gateway else {
+            return no_routes("ext_authz");
+        };
+        let config = gateway.config();
         // Who is asking comes first: an unauthenticated caller learns nothing about
         // which routes exist.
         let principal = match principal::parse_principal(
@@ -139,7 +184,6 @@ impl App {
                 format!("no route matches `{what}`; denied (fail closed)"),
             );
         };
-        let peer = req.extensions().get::<Peer>().map(|p| p.0);
         let client_ip = match origin::client_ip(headers, config.client_ip_header.as_ref(), peer) {
             Ok(ip) => ip,
             Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
@@ -149,7 +193,7 @@ impl App {
         let body = gateway::body_for(
             &matched,
             &principal,
-            &original,
+            original,
             client_ip,
             headers,
             &table,
@@ -357,6 +401,14 @@ fn refused(reason: &'static str, message: String) -> Response<Full<Bytes>> {
     json_response(
         StatusCode::FORBIDDEN,
         &json!({"decision": "Deny", "reason": reason, "error": message}),
+    )
+}
+
+fn no_routes(endpoint: &str) -> Response<Full<Bytes>> {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("`{endpoint}` needs a route table; start elevate with `--routes FILE`"),
     )
 }
 

@@ -7,6 +7,11 @@
 //! revisions go out in order and a caller who was told "approved" can call the
 //! sidecar of the same process at once and find the grant there. Every publication
 //! is the same feed document, byte for byte, whichever way it travels.
+//!
+//! With signing keys ([`ServiceConfig::signers`]) each revision is sealed once, in
+//! [`crate::signing`]'s envelope, and the envelope is what the feed file and
+//! `GET /v1/grants` carry: one atomic rename publishes document and signature
+//! together. The sidecar in this process takes the bare document (it is the signer).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -20,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Config, Workflow, WorkflowError};
 use crate::http::Clock;
+use crate::signing::FeedSigner;
 use crate::snapshot::Store;
 use crate::webhook::Webhooks;
 
@@ -35,6 +41,9 @@ pub struct ServiceConfig {
     /// The feed file a sidecar on this host can watch; `None` writes none.
     pub feed_file: Option<PathBuf>,
     pub workflow: Config,
+    /// Every feed revision is signed with each of these (`--feed-signing-key`); none
+    /// publishes plain documents.
+    pub signers: Vec<FeedSigner>,
 }
 
 impl ServiceConfig {
@@ -44,6 +53,7 @@ impl ServiceConfig {
             feed_file: Some(data_dir.join(FEED_FILE)),
             data_dir,
             workflow: Config::default(),
+            signers: Vec::new(),
         }
     }
 
@@ -60,7 +70,10 @@ pub struct Published {
     /// `"<revision>-<hash>"`, the seq and the last event's hash: the strong ETag of
     /// `GET /v1/grants`.
     pub etag: String,
+    /// What is served and written: the document, or its signed envelope.
     pub body: Bytes,
+    /// The feed document itself (the same bytes as `body` when unsigned).
+    pub document: Bytes,
 }
 
 /// What `/v1/status` shows about the workflow.
@@ -143,7 +156,7 @@ impl Service {
             tracing::warn!(?tail, "repaired the end of the workflow event log");
         }
         let now = clock();
-        let first = Arc::new(render(&workflow, now));
+        let first = Arc::new(render(&workflow, now, &config.signers));
         let (feed, _) = watch::channel(Arc::clone(&first));
         let status = ServiceStatus {
             event_log: config.event_log(),
@@ -256,7 +269,7 @@ impl Service {
         if inner.workflow.last_seq() == before {
             return;
         }
-        let published = Arc::new(render(&inner.workflow, now));
+        let published = Arc::new(render(&inner.workflow, now, &self.config.signers));
         self.deliver(inner, published, now);
         self.publish_status(inner, now);
         let w = &inner.workflow;
@@ -269,7 +282,7 @@ impl Service {
     /// Hands one revision to every follower: this process's sidecar, the feed file,
     /// and the long-polls.
     fn deliver(&self, inner: &mut Inner, published: Arc<Published>, now: Timestamp) {
-        let applied = self.store.apply_feed(&published.body, now);
+        let applied = self.store.apply_feed(&published.document, now);
         if applied == crate::snapshot::FeedApplied::Rejected {
             // The workflow only writes grants it checked against the same snapshot;
             // a rejection here means the policies changed under it. The sidecar keeps
@@ -333,10 +346,15 @@ impl Service {
     }
 }
 
-/// The feed document of `workflow` at `now`.
-fn render(workflow: &Workflow, now: Timestamp) -> Published {
+/// The feed document of `workflow` at `now`, sealed when there are `signers`.
+fn render(workflow: &Workflow, now: Timestamp, signers: &[FeedSigner]) -> Published {
     let revision = workflow.last_seq();
-    let body = serde_json::to_vec(&workflow.feed(now)).unwrap_or_default();
+    let document = Bytes::from(serde_json::to_vec(&workflow.feed(now)).unwrap_or_default());
+    let body = if signers.is_empty() {
+        document.clone()
+    } else {
+        Bytes::from(crate::signing::seal(&document, signers))
+    };
     // The seq alone would name only the length of the history: a log restored from a
     // backup, or another data directory, can reach the same seq by other events, and a
     // sidecar would keep grants that history never had. The chained hash of the last
@@ -345,7 +363,8 @@ fn render(workflow: &Workflow, now: Timestamp) -> Published {
     Published {
         revision,
         etag: format!("\"{revision}-{chain}\""),
-        body: Bytes::from(body),
+        body,
+        document,
     }
 }
 
