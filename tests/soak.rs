@@ -8,7 +8,7 @@
 //! replaced every second with grants that start and expire continuously (windows of
 //! 0.3–4 s at millisecond precision, so boundaries fall all the time). Every answer
 //! is checked against the test's own model of the feeds: the answer's record in the
-//! decision log names the feed revision and the instant it was decided at, and the
+//! decision log (streamed from the server's stdout, checked as it arrives) names the feed revision and the instant it was decided at, and the
 //! decision, its grants and `valid_until` must be exactly what that revision's grants
 //! give at that instant. Meanwhile the server's RSS and open file descriptors are
 //! sampled and must stay flat.
@@ -152,7 +152,7 @@ impl Drop for Server {
     }
 }
 
-fn start(dir: &Path, port: u16, feed: &Path, log: &Path) -> Server {
+fn start(dir: &Path, port: u16, feed: &Path) -> Server {
     let root = repo_root();
     let child = Command::new(env!("CARGO_BIN_EXE_elevate"))
         .arg("serve")
@@ -167,12 +167,12 @@ fn start(dir: &Path, port: u16, feed: &Path, log: &Path) -> Server {
         .arg("--grants")
         .arg(feed)
         .arg("--decision-log")
-        .arg(log)
+        .arg("-")
         .arg("--debounce-ms")
         .arg("20")
         .env("RUST_LOG", "warn")
         .current_dir(dir)
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.join("server.log")).unwrap())
         .spawn()
         .unwrap();
@@ -282,6 +282,55 @@ fn check(answer: &Answer, record: &Value, model: &Model) -> Result<(), String> {
     Ok(())
 }
 
+/// Answers and decision records meet here in whatever order they arrive; each pair is
+/// checked at once and dropped, so a long soak holds only the few unmatched ones.
+#[derive(Default)]
+struct Join {
+    answers: HashMap<String, Answer>,
+    records: HashMap<String, Value>,
+    allows: usize,
+    denies: usize,
+    failed: usize,
+    /// The first few failures, for the report.
+    failures: Vec<String>,
+}
+
+impl Join {
+    fn answer(&mut self, answer: Answer, model: &Mutex<Model>) {
+        match self.records.remove(&answer.decision_id) {
+            Some(record) => self.pair(&answer, &record, model),
+            None => {
+                self.answers.insert(answer.decision_id.clone(), answer);
+            }
+        }
+    }
+
+    fn record(&mut self, record: Value, model: &Mutex<Model>) {
+        let id = record["decision_id"].as_str().unwrap().to_owned();
+        match self.answers.remove(&id) {
+            Some(answer) => self.pair(&answer, &record, model),
+            None => {
+                self.records.insert(id, record);
+            }
+        }
+    }
+
+    fn pair(&mut self, answer: &Answer, record: &Value, model: &Mutex<Model>) {
+        match check(answer, record, &model.lock().unwrap()) {
+            Ok(()) if answer.decision == "Allow" => self.allows += 1,
+            Ok(()) => self.denies += 1,
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn fail(&mut self, failure: String) {
+        self.failed += 1;
+        if self.failures.len() < 10 {
+            self.failures.push(failure);
+        }
+    }
+}
+
 fn soak_secs() -> u64 {
     std::env::var("ELEVATE_SOAK_SECS").ok().map_or(60, |s| {
         s.parse().expect("ELEVATE_SOAK_SECS: a number of seconds")
@@ -298,8 +347,6 @@ async fn sustained_load_with_grant_churn_never_contradicts_the_grant_windows() {
     println!("soak: {secs} s, seed {seed}");
     let dir = tempfile::tempdir().unwrap();
     let feed_path = dir.path().join("feed").join("grants.json");
-    let log_path = dir.path().join("log").join("decisions.jsonl");
-    std::fs::create_dir_all(log_path.parent().unwrap()).unwrap();
 
     let model: Arc<Mutex<Model>> = Arc::default();
     let mut rng = Rng(seed);
@@ -313,8 +360,24 @@ async fn sustained_load_with_grant_churn_never_contradicts_the_grant_windows() {
         .unwrap()
         .port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut server = start(dir.path(), port, &feed_path, &log_path);
+    let mut server = start(dir.path(), port, &feed_path);
     let pid = server.0.id();
+    let join: Arc<Mutex<Join>> = Arc::default();
+    // The decision log arrives on the server's stdout, so a long run needs no disk.
+    let reader = {
+        let stdout = server.0.stdout.take().unwrap();
+        let (join, model) = (Arc::clone(&join), Arc::clone(&model));
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut records = 0usize;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let record: Value = serde_json::from_str(&line.unwrap()).unwrap();
+                join.lock().unwrap().record(record, &model);
+                records += 1;
+            }
+            records
+        })
+    };
     let client = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(CLIENTS)
@@ -344,11 +407,14 @@ async fn sustained_load_with_grant_churn_never_contradicts_the_grant_windows() {
     let mut clients = Vec::new();
     for c in 0..CLIENTS {
         let (client, base, stop) = (client.clone(), base.clone(), Arc::clone(&stop));
+        let (join, model) = (Arc::clone(&join), Arc::clone(&model));
         clients.push(tokio::spawn(async move {
             let mut rng = Rng(seed ^ (c as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407));
-            let mut answers = Vec::new();
+            let mut answers = 0usize;
             while !stop.load(Ordering::Relaxed) {
-                answers.push(ask(&client, &base, rng.next()).await);
+                let answer = ask(&client, &base, rng.next()).await;
+                join.lock().unwrap().answer(answer, &model);
+                answers += 1;
             }
             answers
         }));
@@ -367,9 +433,9 @@ async fn sustained_load_with_grant_churn_never_contradicts_the_grant_windows() {
     }
     stop.store(true, Ordering::Relaxed);
     let revisions = churn.join().unwrap();
-    let mut answers = Vec::new();
+    let mut answers = 0usize;
     for c in clients {
-        answers.extend(c.await.unwrap());
+        answers += c.await.unwrap();
     }
     // SIGTERM drains the decision log before the process exits.
     Command::new("kill")
@@ -380,24 +446,14 @@ async fn sustained_load_with_grant_churn_never_contradicts_the_grant_windows() {
     let status = server.0.wait().unwrap();
     assert!(status.success(), "the server exited with {status}");
 
-    let mut records: HashMap<String, Value> = HashMap::new();
-    for line in std::fs::read_to_string(&log_path).unwrap().lines() {
-        let record: Value = serde_json::from_str(line).unwrap();
-        records.insert(record["decision_id"].as_str().unwrap().to_owned(), record);
+    let records = reader.join().unwrap();
+    let mut join = join.lock().unwrap();
+    let unmatched: Vec<String> = join.answers.keys().take(10).cloned().collect();
+    for id in unmatched {
+        join.fail(format!("{id}: no decision record"));
     }
-    let model = model.lock().unwrap();
-    let mut failures = Vec::new();
-    let (mut allows, mut denies) = (0usize, 0usize);
-    for answer in &answers {
-        match records.get(&answer.decision_id) {
-            None => failures.push(format!("{}: no decision record", answer.decision_id)),
-            Some(record) => match check(answer, record, &model) {
-                Ok(()) if answer.decision == "Allow" => allows += 1,
-                Ok(()) => denies += 1,
-                Err(e) => failures.push(e),
-            },
-        }
-    }
+    join.failed += join.answers.len().saturating_sub(10);
+    let (allows, denies, failed) = (join.allows, join.denies, join.failed);
     let third = samples.len() / 3;
     let base_rss = samples[..third.max(1)].iter().map(|s| s.0).max().unwrap();
     let end_rss = samples[samples.len() - third.max(1)..]
@@ -412,23 +468,21 @@ async fn sustained_load_with_grant_churn_never_contradicts_the_grant_windows() {
         .max()
         .unwrap();
     println!(
-        "soak: {} answers ({allows} allow, {denies} deny) over {revisions} feed revisions, \
-         {:.0} decisions/s; RSS {base_rss} kB -> {end_rss} kB; fds {base_fds} -> {end_fds}; \
-         {} contradictions",
-        answers.len(),
-        answers.len() as f64 / secs as f64,
-        failures.len()
+        "soak: {answers} answers ({allows} allow, {denies} deny), {records} records, over \
+         {revisions} feed revisions, {:.0} decisions/s; RSS {base_rss} kB -> {end_rss} kB; \
+         fds {base_fds} -> {end_fds}; {failed} contradictions",
+        answers as f64 / secs as f64,
     );
-    assert!(
-        failures.is_empty(),
-        "{} of {} answers contradict the model, e.g.:\n{}",
-        failures.len(),
-        answers.len(),
-        failures[..failures.len().min(10)].join("\n")
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {answers} answers contradict the model, e.g.:\n{}",
+        join.failures.join("\n")
     );
+    assert_eq!(records, answers, "every decision has exactly one record");
     // Both kinds of answer must be common, or the soak proved little.
     assert!(
-        allows * 10 > answers.len() && denies * 10 > answers.len(),
+        allows * 10 > answers && denies * 10 > answers,
         "{allows} allows, {denies} denies"
     );
     assert!(
