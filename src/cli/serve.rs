@@ -85,6 +85,65 @@ pub struct ServeArgs {
     /// arguments inline, and these are seldom set.
     #[command(flatten)]
     pub gateway: Box<GatewayArgs>,
+    /// The HTTP surface's limits beyond body size, connections and timeouts.
+    #[command(flatten)]
+    pub limits: Box<LimitArgs>,
+}
+
+/// `serve`'s limits on what one client may send (see [`HttpConfig`]).
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Largest request line plus headers, in bytes; more is a 431 [default: 32768,
+    /// at least 8192]
+    #[arg(long, env = "ELEVATE_MAX_HEADER_BYTES")]
+    pub max_header_bytes: Option<usize>,
+    /// Most header fields in one HTTP/1.1 request; more is a 431 [default: 100]
+    #[arg(long, env = "ELEVATE_MAX_HEADERS")]
+    pub max_headers: Option<usize>,
+    /// Most concurrent streams on one HTTP/2 connection [default: 256]
+    #[arg(long, env = "ELEVATE_H2_MAX_STREAMS")]
+    pub h2_max_streams: Option<u32>,
+    /// HTTP/2 streams a client may reset before they are served, per connection,
+    /// before it is sent away (rapid-reset flood guard) [default: 20]
+    #[arg(long, env = "ELEVATE_H2_MAX_PENDING_RESETS")]
+    pub h2_max_pending_resets: Option<usize>,
+    /// Deepest nesting of arrays and objects in a JSON request body; deeper is a 400
+    /// [default: 64]
+    #[arg(long, env = "ELEVATE_MAX_JSON_DEPTH")]
+    pub max_json_depth: Option<usize>,
+}
+
+impl LimitArgs {
+    /// Fills `http`'s limits from the flags, then the file, then the defaults.
+    fn apply(&self, file: &FileConfig, http: &mut HttpConfig) -> Result<(), ConfigError> {
+        let positive = |name, value: usize| -> Result<usize, ConfigError> {
+            config::nonzero(name, value as u64).map(|_| value)
+        };
+        if let Some(v) = self.max_header_bytes.or(file.max_header_bytes) {
+            if v < config::MIN_MAX_HEADER_BYTES {
+                return Err(ConfigError::TooSmall {
+                    name: "max-header-bytes",
+                    min: config::MIN_MAX_HEADER_BYTES,
+                    value: v,
+                });
+            }
+            http.max_header_bytes = v;
+        }
+        if let Some(v) = self.max_headers.or(file.max_headers) {
+            http.max_headers = positive("max-headers", v)?;
+        }
+        if let Some(v) = self.h2_max_streams.or(file.h2_max_streams) {
+            config::nonzero("h2-max-streams", u64::from(v))?;
+            http.h2_max_streams = v;
+        }
+        if let Some(v) = self.h2_max_pending_resets.or(file.h2_max_pending_resets) {
+            http.h2_max_pending_resets = positive("h2-max-pending-resets", v)?;
+        }
+        if let Some(v) = self.max_json_depth.or(file.max_json_depth) {
+            http.max_json_depth = positive("max-json-depth", v)?;
+        }
+        Ok(())
+    }
 }
 
 /// `serve`'s flags for signed grant feeds (see [`crate::signing`]).
@@ -203,7 +262,7 @@ impl ServeArgs {
             .clone()
             .or_else(|| file.decision_log.clone())
             .map_or(config::DecisionLog::Off, |v| config::parse_decision_log(&v));
-        let config = Config {
+        let mut config = Config {
             sources,
             reload: ReloadConfig {
                 debounce: ms(
@@ -241,6 +300,7 @@ impl ServeArgs {
                     .max_connections
                     .or(file.max_connections)
                     .unwrap_or(config::DEFAULT_MAX_CONNECTIONS),
+                ..HttpConfig::default()
             },
             decision_log,
             decision_queue: self
@@ -255,6 +315,7 @@ impl ServeArgs {
             )?,
             workflow,
         };
+        self.limits.apply(&file, &mut config.http)?;
         Ok((config, remote_feed))
     }
 
