@@ -1038,6 +1038,72 @@ mod tests {
     }
 
     #[test]
+    fn http_limits_come_from_flags_over_the_file_over_safe_defaults() {
+        let defaults = serve_args(&[]).config().unwrap().http;
+        assert_eq!(defaults.max_header_bytes, config::DEFAULT_MAX_HEADER_BYTES);
+        assert_eq!(defaults.max_headers, config::DEFAULT_MAX_HEADERS);
+        assert_eq!(defaults.h2_max_streams, config::DEFAULT_H2_MAX_STREAMS);
+        assert_eq!(
+            defaults.h2_max_pending_resets,
+            config::DEFAULT_H2_MAX_PENDING_RESETS
+        );
+        assert_eq!(defaults.max_json_depth, config::DEFAULT_MAX_JSON_DEPTH);
+
+        let file = toml_file(
+            "max-header-bytes = 9000\nmax-headers = 20\nh2-max-streams = 8\n\
+             h2-max-pending-resets = 3\nmax-json-depth = 10\n",
+        );
+        let path = file.path().to_str().unwrap();
+        let http = serve_args(&["--config", path]).config().unwrap().http;
+        assert_eq!(
+            (
+                http.max_header_bytes,
+                http.max_headers,
+                http.h2_max_streams,
+                http.h2_max_pending_resets,
+                http.max_json_depth
+            ),
+            (9000, 20, 8, 3, 10)
+        );
+        let http = serve_args(&[
+            "--config",
+            path,
+            "--max-json-depth",
+            "5",
+            "--h2-max-streams",
+            "2",
+        ])
+        .config()
+        .unwrap()
+        .http;
+        assert_eq!(
+            (http.max_json_depth, http.h2_max_streams, http.max_headers),
+            (5, 2, 20)
+        );
+
+        let err = serve_args(&["--max-header-bytes", "4096"])
+            .config()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`max-header-bytes` must be at least 8192, not 4096"
+        );
+        for flag in [
+            "--max-headers",
+            "--h2-max-streams",
+            "--h2-max-pending-resets",
+            "--max-json-depth",
+        ] {
+            let err = serve_args(&[flag, "0"]).config().unwrap_err();
+            assert!(
+                err.to_string().contains("must be greater than zero"),
+                "{flag}: {err}"
+            );
+            assert!(err.to_string().contains(&flag[2..]), "{flag}: {err}");
+        }
+    }
+
+    #[test]
     fn grants_url_replaces_the_feed_file_with_the_default_max_age() {
         let (config, remote) = serve_args(&["--grants-url", "http://127.0.0.1:9/v1/grants"])
             .configs()

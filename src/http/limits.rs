@@ -232,7 +232,11 @@ mod tests {
         assert!(!second.conn.evict.is_cancelled());
         assert_eq!(table.len(), 2);
         drop(first);
-        assert_eq!(table.len(), 2, "an evicted slot was already out of the table");
+        assert_eq!(
+            table.len(),
+            2,
+            "an evicted slot was already out of the table"
+        );
         drop(third);
         assert_eq!(table.len(), 1);
     }
