@@ -94,10 +94,28 @@ impl Server {
         Self::start_with(args, log, |_| {})
     }
 
-    /// As [`Server::start`], with a hook to change the command (rlimits via `sh`).
+    /// As [`Server::start`], with a hook to change the command before it runs.
     pub fn start_with(args: &[OsString], log: &Path, tweak: impl FnOnce(&mut Command)) -> Self {
+        Self::start_wrapped(&[], args, log, tweak)
+    }
+
+    /// As [`Server::start_with`], run through `wrapper` (`setpriv ...`, which execs)
+    /// when it is not empty.
+    pub fn start_wrapped(
+        wrapper: &[&str],
+        args: &[OsString],
+        log: &Path,
+        tweak: impl FnOnce(&mut Command),
+    ) -> Self {
         let stderr = std::fs::File::create(log).unwrap();
-        let mut command = Command::new(BIN);
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
         command.arg("serve").args(args);
         if !args.iter().any(|a| a == "--listen") {
             command.args(["--listen", "127.0.0.1:0"]);
