@@ -90,11 +90,9 @@ fn bad_heads_and_bodies_get_a_clear_4xx_and_the_server_carries_on() {
         reply.error(),
         "request body is larger than the limit of 65536 bytes"
     );
-    let mut chunked = format!(
-        "POST /v1/batch_is_authorized HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
-         Transfer-Encoding: chunked\r\n\r\n"
-    )
-    .into_bytes();
+    let mut chunked = b"POST /v1/batch_is_authorized HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+          Transfer-Encoding: chunked\r\n\r\n"
+        .to_vec();
     for _ in 0..10 {
         chunked.extend_from_slice(format!("{:x}\r\n", 8000).as_bytes());
         chunked.extend_from_slice(&[b' '; 8000]);

@@ -184,6 +184,7 @@ async fn no_grant_is_in_force_outside_its_window_as_the_clock_steps_back_and_for
             revision += 1;
             grants = windows(&mut rng, t0, revision);
             write_feed(&feed, revision, &grants);
+            let want = revision.to_string();
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
                 let status: Value = client
@@ -194,7 +195,7 @@ async fn no_grant_is_in_force_outside_its_window_as_the_clock_steps_back_and_for
                     .json()
                     .await
                     .unwrap();
-                if status["revisions"]["grants"] == revision.to_string() {
+                if status["revisions"]["grants"].as_str() == Some(want.as_str()) {
                     break;
                 }
                 assert!(

@@ -30,18 +30,6 @@ pub struct ServeArgs {
     /// Decision log: a file path, `-` for stdout, or `off` [default: off]
     #[arg(long, env = "ELEVATE_DECISION_LOG")]
     pub decision_log: Option<String>,
-    /// Largest request body accepted, in bytes [default: 1048576]
-    #[arg(long, env = "ELEVATE_MAX_BODY_BYTES")]
-    pub max_body_bytes: Option<usize>,
-    /// Most connections served at once [default: 4096]
-    #[arg(long, env = "ELEVATE_MAX_CONNECTIONS")]
-    pub max_connections: Option<usize>,
-    /// Time a client has to send request headers, in ms [default: 10000]
-    #[arg(long, env = "ELEVATE_HEADER_TIMEOUT_MS")]
-    pub header_timeout_ms: Option<u64>,
-    /// A connection that moves no byte this long is closed, in ms [default: 120000]
-    #[arg(long, env = "ELEVATE_IDLE_TIMEOUT_MS")]
-    pub idle_timeout_ms: Option<u64>,
     /// Quiet time after a file event before reloading, in ms [default: 250]
     #[arg(long, env = "ELEVATE_DEBOUNCE_MS")]
     pub debounce_ms: Option<u64>,
@@ -85,7 +73,7 @@ pub struct ServeArgs {
     /// arguments inline, and these are seldom set.
     #[command(flatten)]
     pub gateway: Box<GatewayArgs>,
-    /// The HTTP surface's limits beyond body size, connections and timeouts.
+    /// The HTTP surface's limits: sizes, connections, timeouts, HTTP/2, JSON depth.
     #[command(flatten)]
     pub limits: Box<LimitArgs>,
 }
@@ -93,6 +81,19 @@ pub struct ServeArgs {
 /// `serve`'s limits on what one client may send (see [`HttpConfig`]).
 #[derive(Debug, Args)]
 pub struct LimitArgs {
+    /// Largest request body accepted, in bytes [default: 1048576]
+    #[arg(long, env = "ELEVATE_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Most connections open at once; at the limit the one idle longest is closed to
+    /// make room [default: 4096]
+    #[arg(long, env = "ELEVATE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Time a client has to send request headers, in ms [default: 10000]
+    #[arg(long, env = "ELEVATE_HEADER_TIMEOUT_MS")]
+    pub header_timeout_ms: Option<u64>,
+    /// A connection that moves no byte this long is closed, in ms [default: 120000]
+    #[arg(long, env = "ELEVATE_IDLE_TIMEOUT_MS")]
+    pub idle_timeout_ms: Option<u64>,
     /// Largest request line plus headers, in bytes; more is a 431 [default: 32768,
     /// at least 8192]
     #[arg(long, env = "ELEVATE_MAX_HEADER_BYTES")]
@@ -281,22 +282,24 @@ impl ServeArgs {
             http: HttpConfig {
                 listen,
                 max_body: self
+                    .limits
                     .max_body_bytes
                     .or(file.max_body_bytes)
                     .unwrap_or(config::DEFAULT_MAX_BODY),
                 header_timeout: ms(
                     "header-timeout-ms",
-                    self.header_timeout_ms,
+                    self.limits.header_timeout_ms,
                     file.header_timeout_ms,
                     config::DEFAULT_HEADER_TIMEOUT,
                 )?,
                 idle_timeout: ms(
                     "idle-timeout-ms",
-                    self.idle_timeout_ms,
+                    self.limits.idle_timeout_ms,
                     file.idle_timeout_ms,
                     config::DEFAULT_IDLE_TIMEOUT,
                 )?,
                 max_connections: self
+                    .limits
                     .max_connections
                     .or(file.max_connections)
                     .unwrap_or(config::DEFAULT_MAX_CONNECTIONS),
