@@ -258,6 +258,13 @@ fn slowloris_clients_are_cut_off_while_an_ordinary_client_is_served() {
 
 #[test]
 fn ten_thousand_idle_connections_leave_room_for_a_client_and_bounded_memory() {
+    // 10,000 sockets here, and up to 4,096 in the server, which inherits the limit.
+    let nofile = rlimit::increase_nofile_limit(20_000).unwrap();
+    assert!(
+        nofile >= 10_200,
+        "this test needs RLIMIT_NOFILE >= 10200 and the hard limit is {nofile}: raise it \
+         (`ulimit -Hn 20000` as root, or `nofile` in /etc/security/limits.conf)"
+    );
     let dir = tempfile::tempdir().unwrap();
     // The defaults: 4,096 connections at most.
     let server = sidecar(&dir, "idle", &[]);
