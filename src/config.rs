@@ -32,6 +32,9 @@ pub const DEFAULT_RESCAN: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Time a client has to send a request body once its headers are in: a body trickled
+/// slower than this (a slow POST) is a 408, and its connection is free again.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Request line plus headers, in bytes; beyond it a 431. nginx allows 32 KiB by default,
 /// and forward-auth passes the client's headers through, cookies and all.
@@ -121,6 +124,8 @@ pub struct HttpConfig {
     pub max_body: usize,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Time to receive a whole request body, from the end of its headers.
+    pub body_timeout: Duration,
     /// Connections open at once. At the limit, the connection idle longest (no request
     /// in flight) is closed to make room; when every one is busy, the new one is.
     pub max_connections: usize,
@@ -143,6 +148,7 @@ impl Default for HttpConfig {
             max_body: DEFAULT_MAX_BODY,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_headers: DEFAULT_MAX_HEADERS,
@@ -324,6 +330,7 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     pub header_timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
+    pub body_timeout_ms: Option<u64>,
     pub max_header_bytes: Option<usize>,
     pub max_headers: Option<usize>,
     pub h2_max_streams: Option<u32>,

@@ -73,6 +73,8 @@ pub enum ApiError {
     TooLarge { limit: usize },
     #[error("cannot read request body: {0}")]
     Body(String),
+    #[error("request body not received within {ms} ms of its headers")]
+    BodyTimeout { ms: u128 },
     #[error("request body nests arrays and objects deeper than the limit of {limit} levels")]
     TooDeep { limit: usize },
     #[error("no route for `{method} {path}`")]
@@ -111,6 +113,7 @@ impl ApiError {
                 }
             }
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Body(_) | Self::TooDeep { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -142,6 +145,7 @@ impl ApiError {
             StatusCode::CONFLICT => "conflict",
             StatusCode::UNPROCESSABLE_ENTITY => "invalid",
             StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+            StatusCode::REQUEST_TIMEOUT => "timeout",
             StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
             StatusCode::SERVICE_UNAVAILABLE => "unavailable",
             StatusCode::BAD_REQUEST => "bad_request",
@@ -572,7 +576,14 @@ impl App {
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(ApiError::TooLarge { limit });
         }
-        match Limited::new(req.into_body(), limit).collect().await {
+        let timeout = self.config.body_timeout;
+        let collected =
+            tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect())
+                .await
+                .map_err(|_| ApiError::BodyTimeout {
+                    ms: timeout.as_millis(),
+                })?;
+        match collected {
             Ok(collected) => {
                 let bytes = collected.to_bytes();
                 let depth = self.config.max_json_depth;

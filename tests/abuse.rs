@@ -200,10 +200,10 @@ fn a_lower_json_depth_limit_from_the_flag_is_enforced() {
     assert_served(&server);
 }
 
-/// Opens a connection and sends the first `head` bytes of a request, then one byte
-/// every `every`; returns how long until the server cut it off (EOF, reset, or an
-/// answer), or `None` when the whole trickle went through.
-fn trickle(addr: &str, head: &[u8], every: Duration, bytes: usize) -> Option<Duration> {
+/// Opens a connection and sends `head`, then one byte every `every`; returns how long
+/// until the server cut it off (EOF, reset, or an answer) and what it answered, or
+/// `None` when the whole trickle went through.
+fn trickle(addr: &str, head: &[u8], every: Duration, bytes: usize) -> Option<(Duration, Vec<u8>)> {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(every)).unwrap();
     let started = Instant::now();
@@ -211,12 +211,12 @@ fn trickle(addr: &str, head: &[u8], every: Duration, bytes: usize) -> Option<Dur
     let mut buf = [0u8; 512];
     for _ in 0..bytes {
         match stream.read(&mut buf) {
-            Ok(_) => return Some(started.elapsed()),
+            Ok(n) => return Some((started.elapsed(), buf[..n].to_vec())),
             Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {}
-            Err(_) => return Some(started.elapsed()),
+            Err(_) => return Some((started.elapsed(), Vec::new())),
         }
         if stream.write_all(b"a").is_err() {
-            return Some(started.elapsed());
+            return Some((started.elapsed(), Vec::new()));
         }
     }
     None
@@ -248,12 +248,51 @@ fn slowloris_clients_are_cut_off_while_an_ordinary_client_is_served() {
     }
     for handle in slow {
         let cut = handle.join().unwrap();
-        let cut = cut.expect("a slowloris client trickled its whole header through");
+        let (cut, _) = cut.expect("a slowloris client trickled its whole header through");
         // The header timeout is 1 s; a loaded machine may take longer to act on it,
         // but far from the 30 s the trickle would last.
         assert!(cut < Duration::from_secs(15), "cut off only after {cut:?}");
     }
     eprintln!("slowest ordinary decision during the slowloris: {slowest:?}");
+}
+
+#[test]
+fn a_body_trickled_slower_than_the_body_timeout_gets_a_408_while_others_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = sidecar(&dir, "slow-body", &["--body-timeout-ms", "1000"]);
+    let addr = server.addr.clone();
+    let slow: Vec<_> = (0..20)
+        .map(|_| {
+            let addr = addr.clone();
+            thread::spawn(move || {
+                trickle(
+                    &addr,
+                    b"POST /v1/is_authorized HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n",
+                    Duration::from_millis(100),
+                    300,
+                )
+            })
+        })
+        .collect();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        slowest = slowest.max(assert_served(&server));
+        thread::sleep(Duration::from_millis(100));
+    }
+    for handle in slow {
+        let (cut, answer) = handle
+            .join()
+            .unwrap()
+            .expect("a slow body was trickled through");
+        assert!(cut < Duration::from_secs(15), "cut off only after {cut:?}");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+        assert!(
+            answer.contains("request body not received within 1000 ms of its headers"),
+            "{answer}"
+        );
+    }
+    eprintln!("slowest ordinary decision during the slow bodies: {slowest:?}");
 }
 
 #[test]

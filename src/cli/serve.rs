@@ -81,6 +81,10 @@ pub struct ServeArgs {
 /// `serve`'s limits on what one client may send (see [`HttpConfig`]).
 #[derive(Debug, Args)]
 pub struct LimitArgs {
+    /// Time a client has to send a request body after its headers, in ms; slower is a
+    /// 408 [default: 10000]
+    #[arg(long, env = "ELEVATE_BODY_TIMEOUT_MS")]
+    pub body_timeout_ms: Option<u64>,
     /// Largest request body accepted, in bytes [default: 1048576]
     #[arg(long, env = "ELEVATE_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
@@ -120,6 +124,9 @@ impl LimitArgs {
         let positive = |name, value: usize| -> Result<usize, ConfigError> {
             config::nonzero(name, value as u64).map(|_| value)
         };
+        if let Some(v) = self.body_timeout_ms.or(file.body_timeout_ms) {
+            http.body_timeout = Duration::from_millis(config::nonzero("body-timeout-ms", v)?);
+        }
         if let Some(v) = self.max_header_bytes.or(file.max_header_bytes) {
             if v < config::MIN_MAX_HEADER_BYTES {
                 return Err(ConfigError::TooSmall {
@@ -1051,10 +1058,11 @@ mod tests {
             config::DEFAULT_H2_MAX_PENDING_RESETS
         );
         assert_eq!(defaults.max_json_depth, config::DEFAULT_MAX_JSON_DEPTH);
+        assert_eq!(defaults.body_timeout, config::DEFAULT_BODY_TIMEOUT);
 
         let file = toml_file(
             "max-header-bytes = 9000\nmax-headers = 20\nh2-max-streams = 8\n\
-             h2-max-pending-resets = 3\nmax-json-depth = 10\n",
+             h2-max-pending-resets = 3\nmax-json-depth = 10\nbody-timeout-ms = 700\n",
         );
         let path = file.path().to_str().unwrap();
         let http = serve_args(&["--config", path]).config().unwrap().http;
@@ -1068,6 +1076,7 @@ mod tests {
             ),
             (9000, 20, 8, 3, 10)
         );
+        assert_eq!(http.body_timeout, Duration::from_millis(700));
         let http = serve_args(&[
             "--config",
             path,
