@@ -32,7 +32,26 @@ pub const DEFAULT_RESCAN: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Time a client has to send a request body once its headers are in: a body trickled
+/// slower than this (a slow POST) is a 408, and its connection is free again.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Request line plus headers, in bytes; beyond it a 431. nginx allows 32 KiB by default,
+/// and forward-auth passes the client's headers through, cookies and all.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+/// hyper's own floor for its read buffer: a smaller header limit cannot be enforced.
+pub const MIN_MAX_HEADER_BYTES: usize = 8192;
+/// Header fields per request; beyond it a 431 (hyper's default, kept on its fast path).
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Streams one HTTP/2 connection may have open at once; more are refused.
+pub const DEFAULT_H2_MAX_STREAMS: u32 = 256;
+/// Streams a client may reset before the server reads them (the HTTP/2 "rapid reset"
+/// flood, CVE-2023-44487); beyond it the connection gets a GOAWAY.
+pub const DEFAULT_H2_MAX_PENDING_RESETS: usize = 20;
+/// Arrays and objects nested in a JSON body; deeper is a 400. Real requests nest a
+/// handful of levels; the bound keeps recursive parsers (serde's, Cedar's) far from
+/// the stack's end.
+pub const DEFAULT_MAX_JSON_DEPTH: usize = 64;
 pub const DEFAULT_DECISION_QUEUE: usize = 65_536;
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// A remote grant feed not confirmed fresh for this long suspends all grants.
@@ -105,7 +124,21 @@ pub struct HttpConfig {
     pub max_body: usize,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Time to receive a whole request body, from the end of its headers.
+    pub body_timeout: Duration,
+    /// Connections open at once. At the limit, the connection idle longest (no request
+    /// in flight) is closed to make room; when every one is busy, the new one is.
     pub max_connections: usize,
+    /// Request line and headers, in bytes (HTTP/1.1; HTTP/2's header list too).
+    pub max_header_bytes: usize,
+    /// Header fields per HTTP/1.1 request.
+    pub max_headers: usize,
+    /// Concurrent streams per HTTP/2 connection.
+    pub h2_max_streams: u32,
+    /// HTTP/2 streams reset by the client before being served, per connection.
+    pub h2_max_pending_resets: usize,
+    /// Nesting of arrays and objects in a JSON request body.
+    pub max_json_depth: usize,
 }
 
 impl Default for HttpConfig {
@@ -115,7 +148,13 @@ impl Default for HttpConfig {
             max_body: DEFAULT_MAX_BODY,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_headers: DEFAULT_MAX_HEADERS,
+            h2_max_streams: DEFAULT_H2_MAX_STREAMS,
+            h2_max_pending_resets: DEFAULT_H2_MAX_PENDING_RESETS,
+            max_json_depth: DEFAULT_MAX_JSON_DEPTH,
         }
     }
 }
@@ -291,6 +330,12 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     pub header_timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
+    pub body_timeout_ms: Option<u64>,
+    pub max_header_bytes: Option<usize>,
+    pub max_headers: Option<usize>,
+    pub h2_max_streams: Option<u32>,
+    pub h2_max_pending_resets: Option<usize>,
+    pub max_json_depth: Option<usize>,
     pub debounce_ms: Option<u64>,
     pub rescan_ms: Option<u64>,
     pub decision_queue: Option<usize>,
@@ -328,6 +373,12 @@ pub enum ConfigError {
     Listen { value: String },
     #[error("`{name}` must be greater than zero")]
     Zero { name: &'static str },
+    #[error("`{name}` must be at least {min}, not {value}")]
+    TooSmall {
+        name: &'static str,
+        min: usize,
+        value: usize,
+    },
     #[error("grant feed URL `{value}` {reason}")]
     GrantsUrl { value: String, reason: &'static str },
     #[error(

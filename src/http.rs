@@ -18,12 +18,11 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::{DecisionLog, DecisionRecord, GrantUse, NearMissUse, RequestJson};
@@ -36,6 +35,7 @@ use crate::snapshot::{Snapshot, Store};
 use crate::workflow::{ErrorKind, WorkflowError};
 
 mod gateway;
+mod limits;
 pub mod listener;
 mod workflow;
 pub use gateway::{DECISION_ID_HEADER, GRANTS_HEADER, PRINCIPAL_HEADER, VALID_UNTIL_HEADER};
@@ -73,6 +73,10 @@ pub enum ApiError {
     TooLarge { limit: usize },
     #[error("cannot read request body: {0}")]
     Body(String),
+    #[error("request body not received within {ms} ms of its headers")]
+    BodyTimeout { ms: u128 },
+    #[error("request body nests arrays and objects deeper than the limit of {limit} levels")]
+    TooDeep { limit: usize },
     #[error("no route for `{method} {path}`")]
     NotFound { method: String, path: String },
     #[error("`{path}` does not allow `{method}`; use `{allowed}`")]
@@ -109,7 +113,8 @@ impl ApiError {
                 }
             }
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Body(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::Body(_) | Self::TooDeep { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -140,6 +145,7 @@ impl ApiError {
             StatusCode::CONFLICT => "conflict",
             StatusCode::UNPROCESSABLE_ENTITY => "invalid",
             StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+            StatusCode::REQUEST_TIMEOUT => "timeout",
             StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
             StatusCode::SERVICE_UNAVAILABLE => "unavailable",
             StatusCode::BAD_REQUEST => "bad_request",
@@ -570,8 +576,22 @@ impl App {
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(ApiError::TooLarge { limit });
         }
-        match Limited::new(req.into_body(), limit).collect().await {
-            Ok(collected) => Ok(collected.to_bytes()),
+        let timeout = self.config.body_timeout;
+        let collected =
+            tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect())
+                .await
+                .map_err(|_| ApiError::BodyTimeout {
+                    ms: timeout.as_millis(),
+                })?;
+        match collected {
+            Ok(collected) => {
+                let bytes = collected.to_bytes();
+                let depth = self.config.max_json_depth;
+                if limits::too_deep(&bytes, depth) {
+                    return Err(ApiError::TooDeep { limit: depth });
+                }
+                Ok(bytes)
+            }
             Err(err) if err.is::<http_body_util::LengthLimitError>() => {
                 Err(ApiError::TooLarge { limit })
             }
@@ -643,27 +663,12 @@ pub async fn serve<L: listener::Listener>(
     shutdown: CancellationToken,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let permits = Arc::new(Semaphore::new(app.config.max_connections.max(1)));
+    let connections = limits::Connections::new(app.config.max_connections);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(app.config.header_timeout)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256);
+    limits::configure(&mut builder, &app.config);
     let builder = Arc::new(builder);
     loop {
-        let permit = tokio::select! {
-            () = shutdown.cancelled() => break,
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -676,20 +681,32 @@ pub async fn serve<L: listener::Listener>(
                 }
             },
         };
+        let Some(slot) = connections.admit() else {
+            tracing::debug!(peer = ?peer, "every connection is busy; closing the new one");
+            drop(stream);
+            continue;
+        };
+        let slot = Arc::new(slot);
         let activity = Arc::new(Activity::new());
         let io = TokioIo::new(Tracked {
             inner: stream,
             activity: Arc::clone(&activity),
         });
         let handler = Arc::clone(&app);
+        let in_service = Arc::clone(&slot);
         let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            let busy = in_service.busy();
             // Forward-auth's `source_ip` when no gateway header names the client; a
             // Unix socket's peer has no address, so only a header can name it.
             if let Some(peer) = peer {
                 req.extensions_mut().insert(gateway::Peer(peer));
             }
             let app = Arc::clone(&handler);
-            async move { Ok::<_, Infallible>(app.handle(req).await) }
+            async move {
+                let response = app.handle(req).await;
+                drop(busy);
+                Ok::<_, Infallible>(response)
+            }
         });
         let conn = builder
             .serve_connection_with_upgrades(io, service)
@@ -697,7 +714,6 @@ pub async fn serve<L: listener::Listener>(
         let conn = graceful.watch(conn);
         let idle = idle_for(activity, app.config.idle_timeout);
         tokio::spawn(async move {
-            let _permit = permit;
             tokio::select! {
                 result = conn => {
                     if let Err(err) = result {
@@ -706,6 +722,9 @@ pub async fn serve<L: listener::Listener>(
                 }
                 () = idle => {
                     tracing::debug!(peer = ?peer, "closing idle connection");
+                }
+                () = slot.evicted() => {
+                    tracing::debug!(peer = ?peer, "connection limit reached; closing the connection idle longest");
                 }
             }
         });

@@ -30,18 +30,6 @@ pub struct ServeArgs {
     /// Decision log: a file path, `-` for stdout, or `off` [default: off]
     #[arg(long, env = "ELEVATE_DECISION_LOG")]
     pub decision_log: Option<String>,
-    /// Largest request body accepted, in bytes [default: 1048576]
-    #[arg(long, env = "ELEVATE_MAX_BODY_BYTES")]
-    pub max_body_bytes: Option<usize>,
-    /// Most connections served at once [default: 4096]
-    #[arg(long, env = "ELEVATE_MAX_CONNECTIONS")]
-    pub max_connections: Option<usize>,
-    /// Time a client has to send request headers, in ms [default: 10000]
-    #[arg(long, env = "ELEVATE_HEADER_TIMEOUT_MS")]
-    pub header_timeout_ms: Option<u64>,
-    /// A connection that moves no byte this long is closed, in ms [default: 120000]
-    #[arg(long, env = "ELEVATE_IDLE_TIMEOUT_MS")]
-    pub idle_timeout_ms: Option<u64>,
     /// Quiet time after a file event before reloading, in ms [default: 250]
     #[arg(long, env = "ELEVATE_DEBOUNCE_MS")]
     pub debounce_ms: Option<u64>,
@@ -85,6 +73,85 @@ pub struct ServeArgs {
     /// arguments inline, and these are seldom set.
     #[command(flatten)]
     pub gateway: Box<GatewayArgs>,
+    /// The HTTP surface's limits: sizes, connections, timeouts, HTTP/2, JSON depth.
+    #[command(flatten)]
+    pub limits: Box<LimitArgs>,
+}
+
+/// `serve`'s limits on what one client may send (see [`HttpConfig`]).
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Time a client has to send a request body after its headers, in ms; slower is a
+    /// 408 [default: 10000]
+    #[arg(long, env = "ELEVATE_BODY_TIMEOUT_MS")]
+    pub body_timeout_ms: Option<u64>,
+    /// Largest request body accepted, in bytes [default: 1048576]
+    #[arg(long, env = "ELEVATE_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Most connections open at once; at the limit the one idle longest is closed to
+    /// make room [default: 4096]
+    #[arg(long, env = "ELEVATE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Time a client has to send request headers, in ms [default: 10000]
+    #[arg(long, env = "ELEVATE_HEADER_TIMEOUT_MS")]
+    pub header_timeout_ms: Option<u64>,
+    /// A connection that moves no byte this long is closed, in ms [default: 120000]
+    #[arg(long, env = "ELEVATE_IDLE_TIMEOUT_MS")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Largest request line plus headers, in bytes; more is a 431 [default: 32768,
+    /// at least 8192]
+    #[arg(long, env = "ELEVATE_MAX_HEADER_BYTES")]
+    pub max_header_bytes: Option<usize>,
+    /// Most header fields in one HTTP/1.1 request; more is a 431 [default: 100]
+    #[arg(long, env = "ELEVATE_MAX_HEADERS")]
+    pub max_headers: Option<usize>,
+    /// Most concurrent streams on one HTTP/2 connection [default: 256]
+    #[arg(long, env = "ELEVATE_H2_MAX_STREAMS")]
+    pub h2_max_streams: Option<u32>,
+    /// HTTP/2 streams a client may reset before they are served, per connection,
+    /// before it is sent away (rapid-reset flood guard) [default: 20]
+    #[arg(long, env = "ELEVATE_H2_MAX_PENDING_RESETS")]
+    pub h2_max_pending_resets: Option<usize>,
+    /// Deepest nesting of arrays and objects in a JSON request body; deeper is a 400
+    /// [default: 64]
+    #[arg(long, env = "ELEVATE_MAX_JSON_DEPTH")]
+    pub max_json_depth: Option<usize>,
+}
+
+impl LimitArgs {
+    /// Fills `http`'s limits from the flags, then the file, then the defaults.
+    fn apply(&self, file: &FileConfig, http: &mut HttpConfig) -> Result<(), ConfigError> {
+        let positive = |name, value: usize| -> Result<usize, ConfigError> {
+            config::nonzero(name, value as u64).map(|_| value)
+        };
+        if let Some(v) = self.body_timeout_ms.or(file.body_timeout_ms) {
+            http.body_timeout = Duration::from_millis(config::nonzero("body-timeout-ms", v)?);
+        }
+        if let Some(v) = self.max_header_bytes.or(file.max_header_bytes) {
+            if v < config::MIN_MAX_HEADER_BYTES {
+                return Err(ConfigError::TooSmall {
+                    name: "max-header-bytes",
+                    min: config::MIN_MAX_HEADER_BYTES,
+                    value: v,
+                });
+            }
+            http.max_header_bytes = v;
+        }
+        if let Some(v) = self.max_headers.or(file.max_headers) {
+            http.max_headers = positive("max-headers", v)?;
+        }
+        if let Some(v) = self.h2_max_streams.or(file.h2_max_streams) {
+            config::nonzero("h2-max-streams", u64::from(v))?;
+            http.h2_max_streams = v;
+        }
+        if let Some(v) = self.h2_max_pending_resets.or(file.h2_max_pending_resets) {
+            http.h2_max_pending_resets = positive("h2-max-pending-resets", v)?;
+        }
+        if let Some(v) = self.max_json_depth.or(file.max_json_depth) {
+            http.max_json_depth = positive("max-json-depth", v)?;
+        }
+        Ok(())
+    }
 }
 
 /// `serve`'s flags for signed grant feeds (see [`crate::signing`]).
@@ -203,7 +270,7 @@ impl ServeArgs {
             .clone()
             .or_else(|| file.decision_log.clone())
             .map_or(config::DecisionLog::Off, |v| config::parse_decision_log(&v));
-        let config = Config {
+        let mut config = Config {
             sources,
             reload: ReloadConfig {
                 debounce: ms(
@@ -222,25 +289,28 @@ impl ServeArgs {
             http: HttpConfig {
                 listen,
                 max_body: self
+                    .limits
                     .max_body_bytes
                     .or(file.max_body_bytes)
                     .unwrap_or(config::DEFAULT_MAX_BODY),
                 header_timeout: ms(
                     "header-timeout-ms",
-                    self.header_timeout_ms,
+                    self.limits.header_timeout_ms,
                     file.header_timeout_ms,
                     config::DEFAULT_HEADER_TIMEOUT,
                 )?,
                 idle_timeout: ms(
                     "idle-timeout-ms",
-                    self.idle_timeout_ms,
+                    self.limits.idle_timeout_ms,
                     file.idle_timeout_ms,
                     config::DEFAULT_IDLE_TIMEOUT,
                 )?,
                 max_connections: self
+                    .limits
                     .max_connections
                     .or(file.max_connections)
                     .unwrap_or(config::DEFAULT_MAX_CONNECTIONS),
+                ..HttpConfig::default()
             },
             decision_log,
             decision_queue: self
@@ -255,6 +325,7 @@ impl ServeArgs {
             )?,
             workflow,
         };
+        self.limits.apply(&file, &mut config.http)?;
         Ok((config, remote_feed))
     }
 
@@ -974,6 +1045,74 @@ mod tests {
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), text).unwrap();
         file
+    }
+
+    #[test]
+    fn http_limits_come_from_flags_over_the_file_over_safe_defaults() {
+        let defaults = serve_args(&[]).config().unwrap().http;
+        assert_eq!(defaults.max_header_bytes, config::DEFAULT_MAX_HEADER_BYTES);
+        assert_eq!(defaults.max_headers, config::DEFAULT_MAX_HEADERS);
+        assert_eq!(defaults.h2_max_streams, config::DEFAULT_H2_MAX_STREAMS);
+        assert_eq!(
+            defaults.h2_max_pending_resets,
+            config::DEFAULT_H2_MAX_PENDING_RESETS
+        );
+        assert_eq!(defaults.max_json_depth, config::DEFAULT_MAX_JSON_DEPTH);
+        assert_eq!(defaults.body_timeout, config::DEFAULT_BODY_TIMEOUT);
+
+        let file = toml_file(
+            "max-header-bytes = 9000\nmax-headers = 20\nh2-max-streams = 8\n\
+             h2-max-pending-resets = 3\nmax-json-depth = 10\nbody-timeout-ms = 700\n",
+        );
+        let path = file.path().to_str().unwrap();
+        let http = serve_args(&["--config", path]).config().unwrap().http;
+        assert_eq!(
+            (
+                http.max_header_bytes,
+                http.max_headers,
+                http.h2_max_streams,
+                http.h2_max_pending_resets,
+                http.max_json_depth
+            ),
+            (9000, 20, 8, 3, 10)
+        );
+        assert_eq!(http.body_timeout, Duration::from_millis(700));
+        let http = serve_args(&[
+            "--config",
+            path,
+            "--max-json-depth",
+            "5",
+            "--h2-max-streams",
+            "2",
+        ])
+        .config()
+        .unwrap()
+        .http;
+        assert_eq!(
+            (http.max_json_depth, http.h2_max_streams, http.max_headers),
+            (5, 2, 20)
+        );
+
+        let err = serve_args(&["--max-header-bytes", "4096"])
+            .config()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`max-header-bytes` must be at least 8192, not 4096"
+        );
+        for flag in [
+            "--max-headers",
+            "--h2-max-streams",
+            "--h2-max-pending-resets",
+            "--max-json-depth",
+        ] {
+            let err = serve_args(&[flag, "0"]).config().unwrap_err();
+            assert!(
+                err.to_string().contains("must be greater than zero"),
+                "{flag}: {err}"
+            );
+            assert!(err.to_string().contains(&flag[2..]), "{flag}: {err}");
+        }
     }
 
     #[test]

@@ -41,6 +41,8 @@ fn every_api_error_maps_to_its_status() {
         ),
         (ApiError::TooLarge { limit: 10 }, 413),
         (ApiError::Body("x".into()), 400),
+        (ApiError::TooDeep { limit: 64 }, 400),
+        (ApiError::BodyTimeout { ms: 10 }, 408),
         (
             ApiError::NotFound {
                 method: "GET".into(),

@@ -146,6 +146,7 @@ impl TestServer {
                 header_timeout: Duration::from_secs(10),
                 idle_timeout: Duration::from_secs(60),
                 max_connections: 256,
+                ..HttpConfig::default()
             },
             decision_log: DecisionLog::File(layout.decision_log.clone()),
             decision_queue: 4096,
@@ -664,6 +665,7 @@ impl TestServer {
                 header_timeout: Duration::from_secs(10),
                 idle_timeout: Duration::from_secs(60),
                 max_connections: 256,
+                ..HttpConfig::default()
             },
             decision_log: DecisionLog::File(layout.decision_log.clone()),
             decision_queue: 4096,

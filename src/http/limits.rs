@@ -1,0 +1,259 @@
+//! The HTTP surface's limits: hyper's per-connection settings from [`HttpConfig`], the
+//! table of open connections that enforces `max_connections`, and the JSON depth check.
+//!
+//! At the connection limit a new connection is not left waiting in the kernel's
+//! backlog behind idle ones: the connection that has gone longest without serving a
+//! request is closed to make room. Idle keep-alive connections, half-sent headers and
+//! connections that never sent a byte all count as idle, so 10,000 of them cannot lock
+//! out a client with a request to make. Only when every connection is serving a
+//! request is the new one closed instead.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, HttpConfig};
+
+/// Applies `config`'s limits to both protocols of `builder`.
+pub(super) fn configure(builder: &mut Builder<TokioExecutor>, config: &HttpConfig) {
+    // hyper asserts its read buffer is at least this big; a struct-literal config
+    // below it gets the floor rather than a panic.
+    let header_bytes = config.max_header_bytes.max(config::MIN_MAX_HEADER_BYTES);
+    let mut h1 = builder.http1();
+    h1.timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout)
+        .keep_alive(true)
+        // The read buffer holds the request head while it is parsed: capping it caps
+        // the head, and hyper answers 431 when the cap is reached.
+        .max_buf_size(header_bytes);
+    // A non-default count moves hyper's header array to the heap on every request.
+    if config.max_headers != config::DEFAULT_MAX_HEADERS {
+        h1.max_headers(config.max_headers.max(1));
+    }
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(config.h2_max_streams.max(1))
+        .max_pending_accept_reset_streams(config.h2_max_pending_resets.max(1))
+        .max_header_list_size(u32::try_from(header_bytes).unwrap_or(u32::MAX));
+}
+
+/// Whether a JSON document nests arrays and objects deeper than `max`. A byte scan,
+/// strings skipped, run before any recursive parser sees the body; for a document
+/// that is not JSON at all the answer does not matter, the parser rejects it.
+pub(super) fn too_deep(bytes: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in bytes {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// The open connections, counted against `max_connections`.
+pub(super) struct Connections {
+    max: usize,
+    started: Instant,
+    /// Connection id → its state. Locked for an insert, a removal, or (at the limit)
+    /// one scan to pick the connection to close; never across an `.await`.
+    open: Mutex<HashMap<u64, Arc<Conn>>>,
+    next_id: AtomicU64,
+}
+
+/// One connection's share of the table.
+pub(super) struct Conn {
+    /// Requests being served on it now (streams, for HTTP/2).
+    in_flight: AtomicUsize,
+    /// When it last finished serving a request, or was accepted: milliseconds since
+    /// [`Connections::started`]. A connection that never completes a request keeps
+    /// its accept time, so trickling bytes does not make it look useful.
+    last_served_ms: AtomicU64,
+    /// Cancelled to close it; the connection's task watches it.
+    evict: CancellationToken,
+}
+
+/// A connection's place in the table; leaving drops it from the count.
+pub(super) struct Slot {
+    table: Arc<Connections>,
+    id: u64,
+    conn: Arc<Conn>,
+}
+
+/// A request in flight on a connection; makes it not idle until dropped.
+pub(super) struct Busy {
+    table: Arc<Connections>,
+    conn: Arc<Conn>,
+}
+
+impl Connections {
+    pub(super) fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max: max.max(1),
+            started: Instant::now(),
+            open: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Room for a new connection, closing the one idle longest when the table is
+    /// full; `None` when every open connection is serving a request.
+    pub(super) fn admit(self: &Arc<Self>) -> Option<Slot> {
+        let conn = Arc::new(Conn {
+            in_flight: AtomicUsize::new(0),
+            last_served_ms: AtomicU64::new(self.now_ms()),
+            evict: CancellationToken::new(),
+        });
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // A poisoned lock only means a panic elsewhere mid-update of a map that is
+        // still consistent (inserts and removes are single calls).
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if open.len() >= self.max {
+            let victim = open
+                .iter()
+                .filter(|(_, c)| c.in_flight.load(Ordering::Acquire) == 0)
+                .min_by_key(|(id, c)| (c.last_served_ms.load(Ordering::Relaxed), **id))
+                .map(|(id, _)| *id);
+            let victim = victim.and_then(|id| open.remove(&id))?;
+            victim.evict.cancel();
+        }
+        open.insert(id, Arc::clone(&conn));
+        drop(open);
+        Some(Slot {
+            table: Arc::clone(self),
+            id,
+            conn,
+        })
+    }
+
+    /// Connections open now.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+}
+
+impl Slot {
+    /// Marks a request in flight until the guard is dropped.
+    pub(super) fn busy(&self) -> Busy {
+        self.conn.in_flight.fetch_add(1, Ordering::AcqRel);
+        Busy {
+            table: Arc::clone(&self.table),
+            conn: Arc::clone(&self.conn),
+        }
+    }
+
+    /// Resolves when the table closed this connection to make room.
+    pub(super) async fn evicted(&self) {
+        self.conn.evict.cancelled().await;
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.table
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.id);
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.conn
+            .last_served_ms
+            .store(self.table.now_ms(), Ordering::Relaxed);
+        self.conn.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn depth_counts_brackets_outside_strings_only() {
+        assert!(!too_deep(br#"{"a":[1,{"b":2}]}"#, 3));
+        assert!(too_deep(br#"{"a":[1,{"b":2}]}"#, 2));
+        assert!(!too_deep(br#"{"a":"[[[[[[[[[[{{{{{{"}"#, 1));
+        assert!(!too_deep(br#"{"a":"\"[[[[[["}"#, 1));
+        assert!(too_deep(&[b'['; 65], 64));
+        assert!(!too_deep(&[b'['; 64], 64));
+        // Closing brackets out of turn never underflow into "deep".
+        assert!(!too_deep(b"]]]]]]]]][", 1));
+    }
+
+    #[test]
+    fn a_full_table_closes_the_connection_idle_longest() {
+        let table = Connections::new(2);
+        let first = table.admit().unwrap();
+        let second = table.admit().unwrap();
+        // The second serves a request and finishes it: the first is now idle longest,
+        // even though the second finished later than the first was accepted.
+        drop(second.busy());
+        let third = table.admit().unwrap();
+        assert!(first.conn.evict.is_cancelled());
+        assert!(!second.conn.evict.is_cancelled());
+        assert_eq!(table.len(), 2);
+        drop(first);
+        assert_eq!(
+            table.len(),
+            2,
+            "an evicted slot was already out of the table"
+        );
+        drop(third);
+        assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn busy_connections_are_never_closed_to_make_room() {
+        let table = Connections::new(2);
+        let a = table.admit().unwrap();
+        let b = table.admit().unwrap();
+        let _busy_a = a.busy();
+        let _busy_b = b.busy();
+        assert!(table.admit().is_none());
+        assert!(!a.conn.evict.is_cancelled());
+        assert!(!b.conn.evict.is_cancelled());
+        drop(_busy_b);
+        let c = table.admit().unwrap();
+        assert!(b.conn.evict.is_cancelled());
+        assert!(!c.conn.evict.is_cancelled());
+    }
+}
