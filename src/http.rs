@@ -93,6 +93,10 @@ pub enum ApiError {
         "`{path}` is a workflow route, and this server runs no workflow (`serve --workflow DATA_DIR`)"
     )]
     WorkflowDisabled { path: String },
+    #[error(
+        "`GET /v1/grants` needs a client certificate from this server's client CA (`--tls-client-ca`); connect with one"
+    )]
+    ClientCertRequired,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -127,6 +131,7 @@ impl ApiError {
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::WorkflowDisabled { .. } => StatusCode::NOT_FOUND,
+            Self::ClientCertRequired => StatusCode::FORBIDDEN,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -499,6 +504,14 @@ impl App {
                 );
                 Ok(response)
             }
+            Route::Grants
+                if req
+                    .extensions()
+                    .get::<crate::tls::TlsPeer>()
+                    .is_some_and(|peer| !peer.may_read_feed()) =>
+            {
+                Err(ApiError::ClientCertRequired)
+            }
             Route::Workflow | Route::Grants => match workflow::Target::parse(path) {
                 Some(target) => self.workflow_route(target, method, path, req).await,
                 None => Err(ApiError::NotFound {
@@ -676,6 +689,7 @@ pub async fn serve<L: listener::Listener>(
                 }
             },
         };
+        let tls = L::tls_peer(&stream);
         let activity = Arc::new(Activity::new());
         let io = TokioIo::new(Tracked {
             inner: stream,
@@ -687,6 +701,9 @@ pub async fn serve<L: listener::Listener>(
             // Unix socket's peer has no address, so only a header can name it.
             if let Some(peer) = peer {
                 req.extensions_mut().insert(gateway::Peer(peer));
+            }
+            if let Some(tls) = &tls {
+                req.extensions_mut().insert(tls.peer());
             }
             let app = Arc::clone(&handler);
             async move { Ok::<_, Infallible>(app.handle(req).await) }
