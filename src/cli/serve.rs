@@ -1190,10 +1190,10 @@ mod tests {
             "http://127.0.0.1:9/v1/grants"
         );
         assert_eq!(config.sources.grants, None);
-        let err = serve_args(&["--grants", "https://h/v1/grants"])
+        let (_, remote) = serve_args(&["--grants", "https://h/v1/grants"])
             .configs()
-            .unwrap_err();
-        assert!(err.to_string().contains("https://h/v1/grants"), "{err}");
+            .unwrap();
+        assert!(remote.unwrap().url.is_https());
     }
 
     #[test]
@@ -1209,7 +1209,9 @@ mod tests {
         .1
         .unwrap();
         assert_eq!(remote.max_age, Duration::from_millis(1500));
-        let file = toml_file("grants-url = \"http://feed:80/v1/grants\"\nmax-feed-age-ms = 2000\n");
+        let file = toml_file(
+            "grants-url = \"http://feed:80/v1/grants\"\nmax-feed-age-ms = 2000\nallow-insecure-feed = true\n",
+        );
         let path = file.path().to_str().unwrap();
         let (config, remote) = serve_args(&["--config", path]).configs().unwrap();
         let remote = remote.unwrap();
@@ -1243,12 +1245,12 @@ mod tests {
         let file = toml_file("grants = \"g.json\"\n");
         let path = file.path().to_str().unwrap();
         let (config, remote) =
-            serve_args(&["--config", path, "--grants-url", "http://h/v1/grants"])
+            serve_args(&["--config", path, "--grants-url", "https://h/v1/grants"])
                 .configs()
                 .unwrap();
         assert!(remote.is_some());
         assert_eq!(config.sources.grants, None);
-        let file = toml_file("grants-url = \"http://h/v1/grants\"\n");
+        let file = toml_file("grants-url = \"https://h/v1/grants\"\n");
         let path = file.path().to_str().unwrap();
         let (config, remote) = serve_args(&["--config", path, "--grants", "g.json"])
             .configs()
@@ -1258,15 +1260,138 @@ mod tests {
     }
 
     #[test]
-    fn only_http_urls_are_accepted() {
-        for url in [
-            "https://h/v1/grants",
-            "file:///tmp/g.json",
-            "h:80/v1/grants",
-        ] {
+    fn only_http_and_https_urls_are_accepted() {
+        for url in ["file:///tmp/g.json", "h:80/v1/grants"] {
             let err = serve_args(&["--grants-url", url]).configs().unwrap_err();
             assert!(err.to_string().contains(url), "{err}");
         }
+    }
+
+    #[test]
+    fn plain_http_to_another_host_needs_signed_feeds_or_an_explicit_allowance() {
+        let err = serve_args(&["--grants-url", "http://feed.internal/v1/grants"])
+            .configs()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`http://feed.internal/v1/grants`")
+                && err.contains("--allow-insecure-feed"),
+            "{err}"
+        );
+        for extra in [
+            &["--allow-insecure-feed"][..],
+            &["--feed-public-key", "k.pub"][..],
+        ] {
+            let mut args = vec!["--grants-url", "http://feed.internal/v1/grants"];
+            args.extend_from_slice(extra);
+            assert!(serve_args(&args).configs().is_ok(), "{extra:?}");
+        }
+        for loopback in [
+            "http://127.0.0.1:1/v1/grants",
+            "http://localhost:1/v1/grants",
+        ] {
+            assert!(serve_args(&["--grants-url", loopback]).configs().is_ok());
+        }
+    }
+
+    #[test]
+    fn feed_tls_settings_come_from_flags_or_file_and_need_an_https_feed() {
+        let (_, remote) = serve_args(&[
+            "--grants-url",
+            "https://central:8443/v1/grants",
+            "--feed-ca",
+            "ca.pem",
+            "--feed-client-cert",
+            "c.pem",
+            "--feed-client-key",
+            "k.pem",
+        ])
+        .configs()
+        .unwrap();
+        let tls = remote.unwrap().tls;
+        assert_eq!(tls.ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(tls.identity, Some(("c.pem".into(), "k.pem".into())));
+
+        let file = toml_file(
+            "grants-url = \"https://central/v1/grants\"\nfeed-ca = \"f.pem\"\nfeed-client-cert = \"fc.pem\"\nfeed-client-key = \"fk.pem\"\n",
+        );
+        let path = file.path().to_str().unwrap();
+        let tls = serve_args(&["--config", path, "--feed-ca", "flag.pem"])
+            .configs()
+            .unwrap()
+            .1
+            .unwrap()
+            .tls;
+        assert_eq!(tls.ca, Some(PathBuf::from("flag.pem")), "flags win");
+        assert_eq!(tls.identity, Some(("fc.pem".into(), "fk.pem".into())));
+
+        let err = |args: &[&str]| serve_args(args).configs().unwrap_err().to_string();
+        let e = err(&[
+            "--grants-url",
+            "https://c/v1/grants",
+            "--feed-client-cert",
+            "c.pem",
+        ]);
+        assert!(
+            e.contains("`--feed-client-cert` needs `--feed-client-key`"),
+            "{e}"
+        );
+        let e = err(&[
+            "--grants-url",
+            "https://c/v1/grants",
+            "--feed-client-key",
+            "k.pem",
+        ]);
+        assert!(
+            e.contains("`--feed-client-key` needs `--feed-client-cert`"),
+            "{e}"
+        );
+        let e = err(&[
+            "--grants-url",
+            "http://127.0.0.1:1/v1/grants",
+            "--feed-ca",
+            "ca.pem",
+        ]);
+        assert!(e.contains("`--feed-ca`") && e.contains("https://"), "{e}");
+        let e = err(&["--grants", "g.json", "--feed-ca", "ca.pem"]);
+        assert!(e.contains("`--feed-ca`"), "{e}");
+    }
+
+    #[test]
+    fn listener_tls_needs_both_halves_and_a_client_ca_needs_tls() {
+        assert_eq!(serve_args(&[]).tls_config().unwrap(), None);
+        let tls = serve_args(&[
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-client-ca",
+            "ca.pem",
+            "--debounce-ms",
+            "50",
+        ])
+        .tls_config()
+        .unwrap()
+        .unwrap();
+        assert_eq!(tls.cert, PathBuf::from("c.pem"));
+        assert_eq!(tls.key, PathBuf::from("k.pem"));
+        assert_eq!(tls.client_ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(tls.reload.debounce, Duration::from_millis(50));
+
+        let file = toml_file("tls-cert = \"fc.pem\"\ntls-key = \"fk.pem\"\n");
+        let path = file.path().to_str().unwrap();
+        let tls = serve_args(&["--config", path, "--tls-cert", "flag.pem"])
+            .tls_config()
+            .unwrap()
+            .unwrap();
+        assert_eq!(tls.cert, PathBuf::from("flag.pem"));
+        assert_eq!(tls.key, PathBuf::from("fk.pem"));
+        assert_eq!(tls.client_ca, None);
+
+        let err = |args: &[&str]| serve_args(args).tls_config().unwrap_err().to_string();
+        assert!(err(&["--tls-cert", "c"]).contains("`--tls-cert` needs `--tls-key`"));
+        assert!(err(&["--tls-key", "k"]).contains("`--tls-key` needs `--tls-cert`"));
+        assert!(err(&["--tls-client-ca", "ca"]).contains("--tls-cert"));
     }
 
     #[test]
@@ -1385,7 +1510,7 @@ mod tests {
             "--tokens",
             "t",
             "--grants-url",
-            "http://h/v1/grants",
+            "https://h/v1/grants",
         ]);
         assert!(e.contains("`--grants-url`"), "{e}");
         let e = err(&["--workflow", "d"]);
