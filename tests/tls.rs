@@ -6,7 +6,12 @@
 //! Every certificate is made here with rcgen: a server CA, a client CA for the
 //! sidecars, and a rogue CA nobody trusts.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::collections::HashMap;
 use std::ffi::OsString;

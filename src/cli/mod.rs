@@ -43,7 +43,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the decision sidecar (HTTP API on loopback by default).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Check everything `serve` would load; exit 0 if valid, 3 if not.
     Validate(validate::ValidateArgs),
     /// Decide one request; exit 0 for Allow, 2 for Deny, 3 for invalid input.
@@ -207,7 +207,7 @@ impl InputArgs {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Validate(args) => validate::run(&args),
         Command::Authorize(args) => authorize::run(&args),
         Command::Audit(args) => audit::run(&args),
