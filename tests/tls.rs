@@ -776,3 +776,39 @@ fn bad_tls_settings_stop_the_server_with_a_message() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("--allow-insecure-feed"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_handshake_is_cut_off() {
+    let world = World::new();
+    let grants = world.write(
+        "grants.json",
+        r#"{"revision": "1", "generated_at": "2026-01-01T00:00:00Z", "grants": []}"#,
+    );
+    let mut args = world.inputs();
+    args.extend(["--grants".into(), grants.into()]);
+    args.extend(world.tls_args(false));
+    // Only the handshake's own bound can end this connection.
+    args.extend([
+        "--idle-timeout-ms".into(),
+        "600000".into(),
+        "--header-timeout-ms".into(),
+        "600000".into(),
+    ]);
+    let server = Server::start(&args, &world.log("silent"));
+    let mut silent = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(
+        elevate::tls::HANDSHAKE_TIMEOUT + CHANGE_TIMEOUT,
+        silent.read(&mut buf),
+    )
+    .await
+    .expect("the server kept a silent connection past its handshake timeout");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    // The listener itself is fine.
+    let ok = https(&world.server_ca.pem(), None)
+        .get(format!("https://{}/healthz", server.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+}

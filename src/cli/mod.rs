@@ -101,10 +101,11 @@ pub struct InputArgs {
     /// Cedar entities JSON [default: deploy/local/entities.json]
     #[arg(long, env = "ELEVATE_ENTITIES")]
     pub entities: Option<PathBuf>,
-    /// Grant feed JSON file [default: deploy/local/grants.json]
+    /// Grant feed JSON file, or an `http[s]://` URL as `--grants-url` [default: deploy/local/grants.json]
     #[arg(long, env = "ELEVATE_GRANTS")]
     pub grants: Option<PathBuf>,
-    /// Grant feed over HTTP, long-polled (`http://HOST:PORT/v1/grants`; no TLS); instead of `--grants`
+    /// Grant feed over HTTP(S), long-polled (`https://HOST:PORT/v1/grants`, or `http://` on
+    /// loopback); instead of `--grants`
     #[arg(long, env = "ELEVATE_GRANTS_URL")]
     pub grants_url: Option<String>,
     /// `strict`: policies and entities must validate; `warn`: log and serve anyway [default: strict]

@@ -1015,10 +1015,13 @@ pub fn start_with_options(
         .transpose()?;
     if let Some(tls) = &tls {
         tasks.push(tls.spawn_watcher(cancel.clone())?);
-        tracing::info!(
-            client_ca = tls.has_client_ca(),
-            "serving tls; GET /v1/grants needs a verified client certificate when client_ca is set"
-        );
+        if tls.has_client_ca() {
+            tracing::info!(
+                "serving tls; GET /v1/grants needs a client certificate from the client CA"
+            );
+        } else {
+            tracing::info!("serving tls; no client CA, so GET /v1/grants is served to any client");
+        }
     }
     let listener = http::listener::Secured::new(listener, tls);
     // A Unix socket has no address: `Running::addr` is then `0.0.0.0:0`.
