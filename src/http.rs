@@ -60,6 +60,8 @@ pub struct App {
     pub workflow: Option<Arc<WorkflowApi>>,
     /// The route table for `/v1/forward-auth`, when one is configured (`--routes`).
     pub gateway: Option<Arc<crate::gateway::Gateway>>,
+    /// The listener's TLS, for `/v1/status` (`--tls-cert`).
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
 }
 
 /// A client's mistake or our failure, mapped to one status by [`ApiError::status`].
@@ -570,6 +572,7 @@ impl App {
                 "tokens": w.tokens.status(),
             })),
             "gateway": self.gateway.as_ref().map(|g| json!({ "routes": g.status() })),
+            "tls": self.tls.as_ref().and_then(|t| t.status()),
         })
     }
 

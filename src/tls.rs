@@ -241,9 +241,30 @@ pub struct ServerTls {
     config: ServerTlsConfig,
     /// Swapped whole by the reloader; loaded once per handshake.
     current: ArcSwap<rustls::ServerConfig>,
-    /// The digest of the files behind `current`. Only the reloader task locks it.
-    digest: std::sync::Mutex<[u8; 32]>,
+    /// The digest of the files behind `current`, and what `/v1/status` shows. Locked
+    /// by the reloader and by status reads, never across an await or a file read.
+    state: std::sync::Mutex<ReloadState>,
     reloads: IntCounterVec,
+}
+
+struct ReloadState {
+    digest: [u8; 32],
+    status: TlsStatus,
+}
+
+/// The listener's TLS in `/v1/status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TlsStatus {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+    /// When the files behind the live configuration were loaded.
+    pub last_reload: jiff::Timestamp,
+    pub last_attempt: Option<jiff::Timestamp>,
+    /// Why the last attempt kept the previous configuration; cleared by a good one.
+    pub last_error: Option<String>,
+    pub reloads: u64,
+    pub failures: u64,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -282,9 +303,22 @@ impl ServerTls {
         for outcome in ["ok", "error"] {
             reloads.with_label_values(&[outcome]);
         }
+        let status = TlsStatus {
+            cert: config.cert.clone(),
+            key: config.key.clone(),
+            client_ca: config.client_ca.clone(),
+            last_reload: jiff::Timestamp::now(),
+            last_attempt: None,
+            last_error: None,
+            reloads: 0,
+            failures: 0,
+        };
         Ok(Arc::new(Self {
             current: ArcSwap::from_pointee(server),
-            digest: std::sync::Mutex::new(files.digest()),
+            state: std::sync::Mutex::new(ReloadState {
+                digest: files.digest(),
+                status,
+            }),
             config,
             reloads,
         }))
@@ -305,12 +339,17 @@ impl ServerTls {
         Arc::new(PeerState::new(self.has_client_ca()))
     }
 
+    /// What `/v1/status` shows.
+    pub fn status(&self) -> Option<TlsStatus> {
+        self.state.lock().ok().map(|s| s.status.clone())
+    }
+
     /// Reads the files again; swaps in a complete new configuration, or keeps the old
     /// one and says why.
     pub fn reload(&self) -> Reloaded {
         let built = ServerFiles::read(&self.config).and_then(|files| {
             let digest = files.digest();
-            let unchanged = self.digest.lock().is_ok_and(|d| *d == digest);
+            let unchanged = self.state.lock().is_ok_and(|s| s.digest == digest);
             if unchanged {
                 return Ok(None);
             }
@@ -318,23 +357,43 @@ impl ServerTls {
                 .build(&self.config)
                 .map(|server| Some((server, digest)))
         });
-        match built {
-            Ok(None) => Reloaded::Unchanged,
+        let now = jiff::Timestamp::now();
+        let mut guard = self.state.lock().ok();
+        let state = guard.as_deref_mut();
+        let outcome = match built {
+            Ok(None) => {
+                if let Some(state) = state {
+                    state.status.last_attempt = Some(now);
+                    state.status.last_error = None;
+                }
+                Reloaded::Unchanged
+            }
             Ok(Some((server, digest))) => {
                 self.current.store(Arc::new(server));
-                if let Ok(mut d) = self.digest.lock() {
-                    *d = digest;
+                if let Some(state) = state {
+                    state.digest = digest;
+                    state.status.last_attempt = Some(now);
+                    state.status.last_reload = now;
+                    state.status.last_error = None;
+                    state.status.reloads = state.status.reloads.saturating_add(1);
                 }
                 self.reloads.with_label_values(&["ok"]).inc();
                 tracing::info!(cert = %self.config.cert.display(), "tls certificate reloaded; new handshakes use it");
                 Reloaded::Changed
             }
             Err(err) => {
+                if let Some(state) = state {
+                    state.status.last_attempt = Some(now);
+                    state.status.last_error = Some(err.to_string());
+                    state.status.failures = state.status.failures.saturating_add(1);
+                }
                 self.reloads.with_label_values(&["error"]).inc();
                 tracing::error!(error = %err, "tls reload failed; new handshakes keep the previous certificate");
                 Reloaded::Rejected
             }
-        }
+        };
+        drop(guard);
+        outcome
     }
 
     /// Watches the directories of the files (editors and Kubernetes replace files by

@@ -692,6 +692,21 @@ async fn a_rotated_certificate_reaches_new_handshakes_and_a_broken_one_keeps_the
     let log = server.log();
     assert!(log.contains("tls reload failed"), "{log}");
     assert!(log.contains("tls.crt"), "{log}");
+    let status: Value = https(&trust, None)
+        .get(format!("https://{addr}/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tls = &status["tls"];
+    assert!(
+        tls["last_error"].as_str().unwrap().contains("tls.crt"),
+        "{status}"
+    );
+    assert!(tls["reloads"].as_u64().unwrap() >= 1, "{status}");
+    assert!(tls["failures"].as_u64().unwrap() >= 1, "{status}");
 
     // A certificate whose key is elsewhere: refused as well.
     let stray = server_leaf(&next_ca, "stray");

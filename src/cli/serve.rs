@@ -1023,7 +1023,7 @@ pub fn start_with_options(
             tracing::info!("serving tls; no client CA, so GET /v1/grants is served to any client");
         }
     }
-    let listener = http::listener::Secured::new(listener, tls);
+    let listener = http::listener::Secured::new(listener, tls.clone());
     // A Unix socket has no address: `Running::addr` is then `0.0.0.0:0`.
     let addr = listener
         .tcp_addr()
@@ -1048,6 +1048,7 @@ pub fn start_with_options(
         clock,
         workflow,
         gateway,
+        tls,
     });
     let token = cancel.clone();
     let grpc = grpc.map(|grpc| {

@@ -123,6 +123,7 @@ fn reload_swaps_a_good_pair_keeps_the_old_on_a_bad_one_and_counts_both() {
     assert!(Arc::ptr_eq(&first, &tls.current()));
 
     let (cert, key) = leaf(&ca("rotated ca"), "rotated");
+    let cert_for_key = cert.clone();
     std::fs::write(&config.cert, &cert).unwrap();
     std::fs::write(&config.key, &key).unwrap();
     assert_eq!(tls.reload(), Reloaded::Changed);
@@ -145,6 +146,23 @@ fn reload_swaps_a_good_pair_keeps_the_old_on_a_bad_one_and_counts_both() {
     assert!(Arc::ptr_eq(&second, &tls.current()));
     assert_eq!(reload_count(&registry, "error"), 3);
     assert_eq!(reload_count(&registry, "ok"), 1);
+    let status = tls.status().unwrap();
+    assert_eq!((status.reloads, status.failures), (1, 3));
+    let error = status.last_error.unwrap();
+    assert!(
+        error.contains("cannot read") && error.contains("tls.key"),
+        "{error}"
+    );
+    assert!(status.last_attempt.unwrap() >= status.last_reload);
+
+    std::fs::write(&config.key, &key).unwrap();
+    std::fs::write(&config.cert, &cert_for_key).unwrap();
+    // Back to the live files: nothing to swap, and the error is over.
+    assert_eq!(tls.reload(), Reloaded::Unchanged);
+    assert!(Arc::ptr_eq(&second, &tls.current()));
+    let status = tls.status().unwrap();
+    assert_eq!(status.last_error, None);
+    assert_eq!(status.reloads, 1);
 }
 
 #[test]
