@@ -381,7 +381,18 @@ impl World {
 
     /// A plain sidecar following the central's feed over https, presenting `identity`.
     fn sidecar(&self, central: &Server, name: &str, identity: Option<&Leaf>) -> Server {
+        self.sidecar_with(central, name, identity, &[])
+    }
+
+    fn sidecar_with(
+        &self,
+        central: &Server,
+        name: &str,
+        identity: Option<&Leaf>,
+        extra: &[&str],
+    ) -> Server {
         let mut args = self.inputs();
+        args.extend(extra.iter().map(OsString::from));
         args.extend([
             "--grants".into(),
             format!("https://{}/v1/grants", central.addr).into(),
@@ -826,4 +837,53 @@ async fn a_client_that_never_finishes_its_handshake_is_cut_off() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_picks_up_a_rotated_client_certificate_without_a_restart() {
+    let world = World::new();
+    let central = world.central();
+    let leaf = client_leaf(&world.client_ca, "sidecar");
+    // A short feed age, so the long-poll is short (2 s) and a stale feed shows soon.
+    let sidecar = world.sidecar_with(
+        &central,
+        "rotating",
+        Some(&leaf),
+        &["--max-feed-age-ms", "4000"],
+    );
+    poll("the sidecar to be ready", START_TIMEOUT, || async {
+        ready(&sidecar).await.then_some(())
+    })
+    .await;
+
+    // A certificate the central does not trust: the next connection is refused, the
+    // feed goes stale, and the sidecar says so.
+    let rogue = client_leaf(&world.rogue_ca, "sidecar");
+    replace(&world.path("rotating.key"), &rogue.key);
+    replace(&world.path("rotating.crt"), &rogue.cert);
+    poll(
+        "the rogue certificate to be used and refused",
+        CHANGE_TIMEOUT,
+        || async { (!ready(&sidecar).await).then_some(()) },
+    )
+    .await;
+    let log = sidecar.log();
+    assert!(log.contains("grant feed tls files changed"), "{log}");
+    assert!(log.contains("grant feed fetch failed"), "{log}");
+
+    // A new certificate from the right CA: following again, same process.
+    let renewed = client_leaf(&world.client_ca, "sidecar, renewed");
+    replace(&world.path("rotating.key"), &renewed.key);
+    replace(&world.path("rotating.crt"), &renewed.cert);
+    poll(
+        "the renewed certificate to be accepted",
+        CHANGE_TIMEOUT,
+        || async { ready(&sidecar).await.then_some(()) },
+    )
+    .await;
+    assert!(
+        sidecar.log().contains("grant feed answers again"),
+        "{}",
+        sidecar.log()
+    );
 }
