@@ -159,10 +159,11 @@ impl Default for HttpConfig {
     }
 }
 
-/// The URL of a remote grant feed: `http://host[:port]/path[?query]`, checked.
+/// The URL of a remote grant feed: `http[s]://host[:port]/path[?query]`, checked.
 ///
-/// Only plain HTTP: there is no TLS client yet, so the feed belongs on a trusted
-/// network (the pod, the node, a service mesh that adds TLS).
+/// `https://` is verified against the system roots, or only against `--feed-ca`.
+/// Plain `http://` belongs on loopback; elsewhere it needs signed feeds or an explicit
+/// `--allow-insecure-feed` (see `cli::serve`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeedUrl(hyper::Uri);
 
@@ -170,7 +171,7 @@ impl FeedUrl {
     /// Parses and checks a grant feed URL.
     ///
     /// # Errors
-    /// Not an absolute `http://` URL with a host.
+    /// Not an absolute `http://` or `https://` URL with a host.
     pub fn parse(value: &str) -> Result<Self, ConfigError> {
         let bad = |reason: &'static str| ConfigError::GrantsUrl {
             value: value.to_owned(),
@@ -180,13 +181,12 @@ impl FeedUrl {
             .parse()
             .map_err(|_| bad("is not a URL like `http://127.0.0.1:8180/v1/grants`"))?;
         match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
-            Some("http") => {}
-            Some("https") => {
+            Some("http" | "https") => {}
+            Some(_) => {
                 return Err(bad(
-                    "uses https, which is not supported yet (no TLS client); use http:// on a trusted network",
+                    "is neither http:// nor https://; only those URLs are supported",
                 ));
             }
-            Some(_) => return Err(bad("is not http://; only http:// URLs are supported")),
             None => {
                 return Err(bad(
                     "is not absolute; give it as `http://host:port/v1/grants`",
@@ -206,6 +206,47 @@ impl FeedUrl {
     pub fn uri(&self) -> &hyper::Uri {
         &self.0
     }
+
+    /// Whether the feed is fetched over TLS.
+    pub fn is_https(&self) -> bool {
+        self.0
+            .scheme_str()
+            .is_some_and(|s| s.eq_ignore_ascii_case("https"))
+    }
+
+    /// Whether the host is this machine (`localhost`, `127.0.0.0/8`, `::1`), where
+    /// plain HTTP crosses no network.
+    pub fn is_loopback(&self) -> bool {
+        let host = self.0.host().unwrap_or_default();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
+/// TLS on the API listener (`--tls-cert`, `--tls-key`, `--tls-client-ca`): PEM files,
+/// watched and reloaded (see [`crate::tls`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTlsConfig {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Client certificates signed by this CA are verified at the handshake, and
+    /// `GET /v1/grants` needs one; other routes keep their own authentication.
+    pub client_ca: Option<PathBuf>,
+    pub reload: ReloadConfig,
+}
+
+/// TLS for a client of ours (the feed fetcher, the CLI): whom to trust, and the
+/// certificate to present.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientTlsConfig {
+    /// Trust only this CA (PEM, one or more certificates); `None` for the system roots.
+    pub ca: Option<PathBuf>,
+    /// A client certificate chain and its key, for mTLS.
+    pub identity: Option<(PathBuf, PathBuf)>,
 }
 
 impl std::fmt::Display for FeedUrl {
@@ -229,6 +270,8 @@ pub struct RemoteFeedConfig {
     /// See [`DEFAULT_FEED_MIN_INTERVAL`]; capped at a quarter of `max_age`.
     pub min_interval: Duration,
     pub max_bytes: usize,
+    /// For an `https://` feed: whom to trust and what to present.
+    pub tls: ClientTlsConfig,
 }
 
 impl RemoteFeedConfig {
@@ -243,6 +286,7 @@ impl RemoteFeedConfig {
             backoff_max: DEFAULT_FEED_BACKOFF_MAX,
             min_interval: DEFAULT_FEED_MIN_INTERVAL,
             max_bytes: DEFAULT_MAX_FEED_BYTES,
+            tls: ClientTlsConfig::default(),
         }
     }
 
@@ -356,6 +400,13 @@ pub struct FileConfig {
     pub feed_max_skew_ms: Option<u64>,
     #[serde(default)]
     pub feed_signing_key: Vec<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
+    pub feed_ca: Option<PathBuf>,
+    pub feed_client_cert: Option<PathBuf>,
+    pub feed_client_key: Option<PathBuf>,
+    pub allow_insecure_feed: Option<bool>,
 }
 
 /// A configuration that cannot be used.
@@ -407,6 +458,23 @@ pub enum ConfigError {
         "`--feed-public-key` verifies a feed from elsewhere; with `--workflow` this sidecar follows its own workflow"
     )]
     PublicKeyWithWorkflow,
+    #[error("`--{given}` needs `--{missing}` too")]
+    TlsPair {
+        given: &'static str,
+        missing: &'static str,
+    },
+    #[error(
+        "`--tls-client-ca` verifies client certificates, which needs TLS: add `--tls-cert` and `--tls-key`"
+    )]
+    ClientCaWithoutTls,
+    #[error("`--tls-cert` serves TLS over TCP; a Unix socket (`{listen}`) is served plain")]
+    TlsOnUnixSocket { listen: String },
+    #[error("`--{option}` configures TLS for the grant feed, which needs an `https://` feed URL")]
+    FeedTlsWithoutHttps { option: &'static str },
+    #[error(
+        "grant feed URL `{url}` is plain http to another host: anyone on the path could grant elevation; use https://, signed feeds (`--feed-public-key`), or `--allow-insecure-feed` on a network you trust"
+    )]
+    InsecureFeed { url: String },
 }
 
 /// Parses a positive duration in friendly (`24h`) or ISO 8601 (`PT24H`) form.
@@ -532,13 +600,28 @@ mod tests {
     }
 
     #[test]
-    fn grants_url_must_be_plain_http_with_a_host() {
+    fn grants_url_must_be_http_or_https_with_a_host() {
         let url = FeedUrl::parse("http://127.0.0.1:8180/v1/grants").unwrap();
         assert_eq!(url.to_string(), "http://127.0.0.1:8180/v1/grants");
+        assert!(!url.is_https() && url.is_loopback());
+        let url = FeedUrl::parse("HTTPS://feed.internal:8443/v1/grants").unwrap();
+        assert!(url.is_https() && !url.is_loopback());
+        for (value, loopback) in [
+            ("http://localhost/v1/grants", true),
+            ("http://127.1.2.3:1/v1/grants", true),
+            ("http://[::1]:8180/v1/grants", true),
+            ("http://10.0.0.1/v1/grants", false),
+            ("http://localhost.evil.example/v1/grants", false),
+        ] {
+            assert_eq!(
+                FeedUrl::parse(value).unwrap().is_loopback(),
+                loopback,
+                "{value}"
+            );
+        }
         assert!(FeedUrl::parse("HTTP://feed.internal/v1/grants?x=1").is_ok());
         for (value, needle) in [
-            ("https://feed/v1/grants", "no TLS"),
-            ("ftp://feed/v1/grants", "only http://"),
+            ("ftp://feed/v1/grants", "neither http:// nor https://"),
             ("/v1/grants", "not absolute"),
             ("feed:8180", "not absolute"),
             ("http://user:pw@feed/v1/grants", "credentials"),
@@ -575,6 +658,23 @@ mod tests {
             Some("http://127.0.0.1:1/v1/grants")
         );
         assert_eq!(file.max_feed_age_ms, Some(5000));
+    }
+
+    #[test]
+    fn file_config_knows_the_tls_keys() {
+        let file: FileConfig = toml::from_str(
+            "tls-cert = \"c.pem\"\ntls-key = \"k.pem\"\ntls-client-ca = \"ca.pem\"\n\
+             feed-ca = \"f.pem\"\nfeed-client-cert = \"fc.pem\"\nfeed-client-key = \"fk.pem\"\n\
+             allow-insecure-feed = true\n",
+        )
+        .unwrap();
+        assert_eq!(file.tls_cert.as_deref(), Some(Path::new("c.pem")));
+        assert_eq!(file.tls_key.as_deref(), Some(Path::new("k.pem")));
+        assert_eq!(file.tls_client_ca.as_deref(), Some(Path::new("ca.pem")));
+        assert_eq!(file.feed_ca.as_deref(), Some(Path::new("f.pem")));
+        assert_eq!(file.feed_client_cert.as_deref(), Some(Path::new("fc.pem")));
+        assert_eq!(file.feed_client_key.as_deref(), Some(Path::new("fk.pem")));
+        assert_eq!(file.allow_insecure_feed, Some(true));
     }
 
     #[test]

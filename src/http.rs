@@ -60,6 +60,8 @@ pub struct App {
     pub workflow: Option<Arc<WorkflowApi>>,
     /// The route table for `/v1/forward-auth`, when one is configured (`--routes`).
     pub gateway: Option<Arc<crate::gateway::Gateway>>,
+    /// The listener's TLS, for `/v1/status` (`--tls-cert`).
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
 }
 
 /// A client's mistake or our failure, mapped to one status by [`ApiError::status`].
@@ -97,6 +99,10 @@ pub enum ApiError {
         "`{path}` is a workflow route, and this server runs no workflow (`serve --workflow DATA_DIR`)"
     )]
     WorkflowDisabled { path: String },
+    #[error(
+        "`GET /v1/grants` needs a client certificate from this server's client CA (`--tls-client-ca`); connect with one"
+    )]
+    ClientCertRequired,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -132,6 +138,7 @@ impl ApiError {
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::WorkflowDisabled { .. } => StatusCode::NOT_FOUND,
+            Self::ClientCertRequired => StatusCode::FORBIDDEN,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -505,6 +512,14 @@ impl App {
                 );
                 Ok(response)
             }
+            Route::Grants
+                if req
+                    .extensions()
+                    .get::<crate::tls::TlsPeer>()
+                    .is_some_and(|peer| !peer.may_read_feed()) =>
+            {
+                Err(ApiError::ClientCertRequired)
+            }
             Route::Workflow | Route::Grants => match workflow::Target::parse(path) {
                 Some(target) => self.workflow_route(target, method, path, req).await,
                 None => Err(ApiError::NotFound {
@@ -563,6 +578,7 @@ impl App {
                 "tokens": w.tokens.status(),
             })),
             "gateway": self.gateway.as_ref().map(|g| json!({ "routes": g.status() })),
+            "tls": self.tls.as_ref().and_then(|t| t.status()),
         })
     }
 
@@ -687,6 +703,7 @@ pub async fn serve<L: listener::Listener>(
             continue;
         };
         let slot = Arc::new(slot);
+        let tls = L::tls_peer(&stream);
         let activity = Arc::new(Activity::new());
         let io = TokioIo::new(Tracked {
             inner: stream,
@@ -700,6 +717,9 @@ pub async fn serve<L: listener::Listener>(
             // Unix socket's peer has no address, so only a header can name it.
             if let Some(peer) = peer {
                 req.extensions_mut().insert(gateway::Peer(peer));
+            }
+            if let Some(tls) = &tls {
+                req.extensions_mut().insert(tls.peer());
             }
             let app = Arc::clone(&handler);
             async move {

@@ -16,6 +16,8 @@
 //! * [`engine`]: `decide(&Snapshot, &Query, now)`, pure.
 //! * [`explain`]: why a decision came out as it did; near-miss grants.
 //! * [`http`]: the HTTP API.
+//! * [`tls`]: TLS and mTLS (rustls): the listener's reloaded certificate, the clients'
+//!   trust and identity.
 //! * [`gateway`]: the route table (`--routes`), principal and original request from a
 //!   gateway's headers, AuthZEN requests: forward-auth and AuthZEN onto the engine.
 //! * [`envoy`]: Envoy's ext_authz gRPC service (`--grpc-listen`), on the gateway code.
@@ -56,6 +58,7 @@ pub mod signing;
 pub mod snapshot;
 #[cfg(test)]
 mod testutil;
+pub mod tls;
 pub mod tokens;
 pub mod webhook;
 pub mod workflow;

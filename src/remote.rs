@@ -13,7 +13,11 @@
 //! `feed_deadline`, so once nothing has refreshed the feed for `max_feed_age`, grants
 //! are suspended by the engine itself, whatever this task is doing (even hung).
 //!
-//! Plain HTTP only (hyper-util's legacy client, no TLS).
+//! `http://` or `https://` (rustls, see [`crate::tls`]): with `--feed-ca` only that CA
+//! is trusted, and `--feed-client-cert`/`--feed-client-key` are presented for mTLS. The
+//! fetcher re-reads those files before each request and rebuilds its client when they
+//! changed, so a rotated client certificate is used without a restart; a bad new set
+//! keeps the old client and is logged.
 
 use std::time::Duration;
 
@@ -21,6 +25,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::header::{ACCEPT, ETAG, HeaderValue, IF_NONE_MATCH, USER_AGENT};
 use hyper::{Request, StatusCode, Uri};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -33,14 +38,45 @@ use crate::http::Clock;
 use crate::snapshot::{FeedApplied, Store};
 
 /// Starts the fetcher; it runs until `cancel`.
+///
+/// # Errors
+/// The feed's TLS files (CA, client certificate and key) cannot be used.
 pub fn spawn(
     store: Arc<Store>,
     config: RemoteFeedConfig,
     clock: Clock,
     cancel: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
-    let fetcher = Fetcher::new(store, config, clock);
-    tokio::spawn(fetcher.run(cancel))
+) -> Result<tokio::task::JoinHandle<()>, crate::tls::TlsError> {
+    let fetcher = Fetcher::new(store, config, clock)?;
+    Ok(tokio::spawn(fetcher.run(cancel)))
+}
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+/// A client for the feed: TLS as `config.tls` says for `https://`, plain for `http://`.
+fn build_client(config: &RemoteFeedConfig) -> Result<HttpClient, crate::tls::TlsError> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(config.timeout_grace));
+    connector.set_nodelay(true);
+    connector.enforce_http(false);
+    let tls = if config.url.is_https() {
+        crate::tls::client_config(&config.tls)?
+    } else {
+        // Never used for an `http://` URL; the connector only needs one.
+        rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth()
+    };
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1)
+        .build(https))
 }
 
 /// What one request brought.
@@ -71,7 +107,9 @@ struct Fetcher {
     store: Arc<Store>,
     config: RemoteFeedConfig,
     clock: Clock,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: HttpClient,
+    /// The digest of the TLS files `client` was built from (`https://` only).
+    tls_digest: Option<[u8; 32]>,
     /// The URL without `wait`: the first request, after an answer without ETag, and
     /// after a failure.
     plain: Uri,
@@ -90,32 +128,65 @@ struct Fetcher {
 }
 
 impl Fetcher {
-    fn new(store: Arc<Store>, config: RemoteFeedConfig, clock: Clock) -> Self {
+    fn new(
+        store: Arc<Store>,
+        config: RemoteFeedConfig,
+        clock: Clock,
+    ) -> Result<Self, crate::tls::TlsError> {
         let long_poll = config.long_poll();
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.timeout_grace));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1)
-            .build(connector);
+        let tls_digest = if config.url.is_https() {
+            Some(crate::tls::client_files_digest(&config.tls)?)
+        } else {
+            None
+        };
+        let client = build_client(&config)?;
         let plain = config.url.uri().clone();
         let poll = if long_poll > 0 {
             with_wait(&plain, long_poll)
         } else {
             plain.clone()
         };
-        Self {
+        Ok(Self {
             store,
             config,
             clock,
             client,
+            tls_digest,
             plain,
             poll,
             long_poll,
             live_etag: None,
             sent_etag: None,
             failures: 0,
+        })
+    }
+
+    /// Rebuilds the client when its TLS files changed on disk; a set that cannot be
+    /// used keeps the current client.
+    fn refresh_tls(&mut self) {
+        let Some(current) = self.tls_digest else {
+            return;
+        };
+        let rebuilt = crate::tls::client_files_digest(&self.config.tls).and_then(|digest| {
+            if digest == current {
+                return Ok(None);
+            }
+            build_client(&self.config).map(|client| Some((client, digest)))
+        });
+        match rebuilt {
+            Ok(None) => {}
+            Ok(Some((client, digest))) => {
+                self.client = client;
+                self.tls_digest = Some(digest);
+                tracing::info!(url = %self.config.url, "grant feed tls files changed; new connections use them");
+            }
+            Err(err) => {
+                // Logged once per change: the digest of the bad set is remembered.
+                if let Ok(digest) = crate::tls::client_files_digest(&self.config.tls) {
+                    self.tls_digest = Some(digest);
+                }
+                tracing::error!(error = %err, "grant feed tls files unusable; keeping the previous ones");
+            }
         }
     }
 
@@ -128,6 +199,7 @@ impl Fetcher {
             "following the remote grant feed"
         );
         loop {
+            self.refresh_tls();
             let started = Instant::now();
             let conditional = self.sent_etag.is_some();
             let result = tokio::select! {

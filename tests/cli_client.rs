@@ -181,6 +181,7 @@ fn elevate() -> Command {
     command
         .env_remove("ELEVATE_URL")
         .env_remove("ELEVATE_TOKEN")
+        .env_remove("ELEVATE_CA")
         .env("RUST_LOG", "warn");
     command
 }
@@ -866,18 +867,26 @@ fn bad_local_arguments_exit_3_without_asking() {
 }
 
 #[test]
-fn https_is_refused_by_name() {
+fn an_unusable_ca_file_and_a_ca_for_plain_http_are_refused_by_name() {
+    // https itself works (tests/tls.rs); a CA that cannot be read is a usage error.
     let out = Result::from(
         elevate()
             .args(["list", "--url", "https://elevate.example", "--token", TOKEN])
+            .args(["--ca", "/nonexistent/elevate-ca.pem"])
             .output()
             .unwrap(),
     );
     assert_eq!(out.code, 3, "{out}");
-    assert!(
-        out.stderr.contains("uses https, which is not supported") && out.stderr.contains("http://"),
-        "{out}"
+    assert!(out.stderr.contains("/nonexistent/elevate-ca.pem"), "{out}");
+    let out = Result::from(
+        elevate()
+            .args(["list", "--url", "http://127.0.0.1:9", "--token", TOKEN])
+            .args(["--ca", "/nonexistent/elevate-ca.pem"])
+            .output()
+            .unwrap(),
     );
+    assert_eq!(out.code, 3, "{out}");
+    assert!(out.stderr.contains("`--ca`"), "{out}");
 }
 
 #[test]

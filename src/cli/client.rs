@@ -1,8 +1,8 @@
 //! A small JSON client for the workflow API: one base URL, one bearer token, GET and
 //! POST, and the server's `{"error", "kind"}` answers as a typed [`ClientError`].
 //!
-//! Plain HTTP only (hyper-util's legacy client, no TLS), like the remote grant feed.
-//! The token goes into the `Authorization` header and nowhere else: not into errors,
+//! `http://`, or `https://` verified against the system roots or, with `--ca FILE`
+//! (`ELEVATE_CA`), against that CA only (a private CA for the workflow). The token goes into the `Authorization` header and nowhere else: not into errors,
 //! not into `Debug` output.
 
 use std::fmt::Write as _;
@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, USER_AGENT};
 use hyper::{Method, Request, StatusCode, Uri};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -101,17 +102,28 @@ pub struct Client {
     /// `scheme://authority` plus any path prefix, without a trailing `/`.
     base: String,
     authorization: HeaderValue,
-    http: HyperClient<HttpConnector, Full<Bytes>>,
+    http: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl Client {
-    /// A client for `url` (`http://host[:port][/prefix]`) sending `token`.
+    /// A client for `url` (`http[s]://host[:port][/prefix]`) sending `token`; over
+    /// https it trusts only `ca` when given, else the system roots.
     ///
     /// # Errors
-    /// The URL is not an absolute `http://` URL with a host, or the token cannot be
-    /// sent in a header.
-    pub fn new(url: &str, token: &Token) -> Result<Self, ClientError> {
+    /// The URL is not an absolute `http://` or `https://` URL with a host, the token
+    /// cannot be sent in a header, or the CA file is unusable.
+    pub fn new(
+        url: &str,
+        token: &Token,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Self, ClientError> {
         let base = parse_base(url)?;
+        let https = base.starts_with("https://");
+        if ca.is_some() && !https {
+            return Err(ClientError::Config(format!(
+                "`--ca` verifies an https server, and `--url` `{url}` is http://"
+            )));
+        }
         let mut authorization =
             HeaderValue::from_str(&format!("Bearer {}", token.0)).map_err(|_| {
                 ClientError::Config(
@@ -122,6 +134,26 @@ impl Client {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
+        connector.enforce_http(false);
+        let tls = if https {
+            crate::tls::client_config(&crate::config::ClientTlsConfig {
+                ca: ca.map(std::path::Path::to_path_buf),
+                identity: None,
+            })
+            .map_err(|e| ClientError::Config(e.to_string()))?
+        } else {
+            // Never used for an `http://` base; the connector only needs one.
+            rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| ClientError::Config(format!("tls: {e}")))?
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        };
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let http = HyperClient::builder(TokioExecutor::new())
             .pool_max_idle_per_host(1)
             .build(connector);
@@ -239,16 +271,12 @@ fn parse_base(url: &str) -> Result<String, ClientError> {
         .trim()
         .parse()
         .map_err(|_| bad("is not a URL like `http://127.0.0.1:8180`"))?;
-    match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(bad(
-                "uses https, which is not supported (no TLS client); use http:// on a trusted network or through a local TLS proxy",
-            ));
-        }
-        Some(_) => return Err(bad("is not http://; only http:// URLs are supported")),
+    let scheme = match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
+        Some("http") => "http",
+        Some("https") => "https",
+        Some(_) => return Err(bad("is neither http:// nor https://")),
         None => return Err(bad("is not absolute; give it as `http://host:port`")),
-    }
+    };
     let authority = match uri.authority() {
         Some(a) if !a.host().is_empty() => a,
         _ => return Err(bad("has no host")),
@@ -260,7 +288,7 @@ fn parse_base(url: &str) -> Result<String, ClientError> {
         return Err(bad("has a query; give only the server's base URL"));
     }
     let prefix = uri.path().trim_end_matches('/');
-    Ok(format!("http://{authority}{prefix}"))
+    Ok(format!("{scheme}://{authority}{prefix}"))
 }
 
 /// Percent-encodes `text` for a path segment or a query value. Everything but
@@ -311,14 +339,32 @@ mod tests {
     }
 
     #[test]
-    fn https_and_credentials_are_refused_by_name() {
-        let https = parse_base("https://elevate.example")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            https.contains("https") && https.contains("http://"),
-            "{https}"
+    fn https_is_kept_and_other_schemes_and_credentials_are_refused_by_name() {
+        assert_eq!(
+            parse_base("HTTPS://elevate.example/").unwrap(),
+            "https://elevate.example"
         );
+        let ftp = parse_base("ftp://elevate.example").unwrap_err().to_string();
+        assert!(
+            ftp.contains("https://") && ftp.contains("`ftp://elevate.example`"),
+            "{ftp}"
+        );
+        let token: Token = "t".parse().unwrap();
+        let ca = std::path::Path::new("ca.pem");
+        let err = Client::new("http://127.0.0.1:1", &token, Some(ca))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("`--ca`"), "{err}");
+        let err = Client::new(
+            "https://127.0.0.1:1",
+            &token,
+            Some(std::path::Path::new("/nonexistent/ca.pem")),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
         let creds = parse_base("http://u:p@host").unwrap_err().to_string();
         assert!(creds.contains("credentials"), "{creds}");
         assert!(parse_base("127.0.0.1:8180").is_err());

@@ -40,9 +40,12 @@ const STATES: &[&str] = &[
 /// Where the workflow API is, who is calling, and how to print the answer.
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
-    /// The workflow server's base URL (plain http:// only)
+    /// The workflow server's base URL (http:// or https://)
     #[arg(long, env = "ELEVATE_URL", default_value = DEFAULT_URL)]
     pub url: String,
+    /// With an https:// URL: trust only this CA (PEM) instead of the system roots
+    #[arg(long, value_name = "FILE", env = "ELEVATE_CA")]
+    pub ca: Option<std::path::PathBuf>,
     /// Bearer token; prefer the environment variable, since flags show in the process list
     #[arg(long, env = "ELEVATE_TOKEN", hide_env_values = true)]
     pub token: Option<Token>,
@@ -360,7 +363,7 @@ fn run(
             message: format!("cannot start the async runtime: {e}"),
         })?;
     runtime.block_on(async {
-        let client = Client::new(&server.url, token)?;
+        let client = Client::new(&server.url, token, server.ca.as_deref())?;
         call(&client).await
     })
 }

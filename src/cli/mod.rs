@@ -43,7 +43,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the decision sidecar (HTTP API on loopback by default).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Check everything `serve` would load; exit 0 if valid, 3 if not.
     Validate(validate::ValidateArgs),
     /// Decide one request; exit 0 for Allow, 2 for Deny, 3 for invalid input.
@@ -101,10 +101,11 @@ pub struct InputArgs {
     /// Cedar entities JSON [default: deploy/local/entities.json]
     #[arg(long, env = "ELEVATE_ENTITIES")]
     pub entities: Option<PathBuf>,
-    /// Grant feed JSON file [default: deploy/local/grants.json]
+    /// Grant feed JSON file, or an `http[s]://` URL as `--grants-url` [default: deploy/local/grants.json]
     #[arg(long, env = "ELEVATE_GRANTS")]
     pub grants: Option<PathBuf>,
-    /// Grant feed over HTTP, long-polled (`http://HOST:PORT/v1/grants`; no TLS); instead of `--grants`
+    /// Grant feed over HTTP(S), long-polled (`https://HOST:PORT/v1/grants`, or `http://` on
+    /// loopback); instead of `--grants`
     #[arg(long, env = "ELEVATE_GRANTS_URL")]
     pub grants_url: Option<String>,
     /// `strict`: policies and entities must validate; `warn`: log and serve anyway [default: strict]
@@ -207,7 +208,7 @@ impl InputArgs {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Validate(args) => validate::run(&args),
         Command::Authorize(args) => authorize::run(&args),
         Command::Audit(args) => audit::run(&args),

@@ -13,6 +13,7 @@ use crate::config::{
     self, Config, ConfigError, FileConfig, HttpConfig, ReloadConfig, RemoteFeedConfig,
     WorkflowSettings,
 };
+use crate::http::listener::Listener as _;
 use crate::http::{self, App, WorkflowApi};
 use crate::metrics::Metrics;
 use crate::snapshot::{self, Store};
@@ -76,6 +77,40 @@ pub struct ServeArgs {
     /// The HTTP surface's limits: sizes, connections, timeouts, HTTP/2, JSON depth.
     #[command(flatten)]
     pub limits: Box<LimitArgs>,
+    /// TLS flags, boxed like the gateway's.
+    #[command(flatten)]
+    pub tls: Box<TlsArgs>,
+}
+
+/// `serve`'s TLS flags: the listener's certificate, and the grant feed client's trust.
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    /// Serve TLS with this certificate chain (PEM, leaf first), reloaded when it
+    /// changes; needs `--tls-key` [default: plain HTTP]
+    #[arg(long, value_name = "FILE", env = "ELEVATE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM: PKCS#8, PKCS#1 or SEC1)
+    #[arg(long, value_name = "FILE", env = "ELEVATE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// With `--tls-cert`: verify client certificates against this CA (PEM); `GET
+    /// /v1/grants` then needs one, other routes keep their own authentication
+    #[arg(long, value_name = "FILE", env = "ELEVATE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// With an `https://` grant feed: trust only this CA (PEM) instead of the system
+    /// roots
+    #[arg(long, value_name = "FILE", env = "ELEVATE_FEED_CA")]
+    pub feed_ca: Option<PathBuf>,
+    /// With an `https://` grant feed: present this client certificate (PEM, mTLS);
+    /// needs `--feed-client-key`
+    #[arg(long, value_name = "FILE", env = "ELEVATE_FEED_CLIENT_CERT")]
+    pub feed_client_cert: Option<PathBuf>,
+    /// The private key of `--feed-client-cert` (PEM)
+    #[arg(long, value_name = "FILE", env = "ELEVATE_FEED_CLIENT_KEY")]
+    pub feed_client_key: Option<PathBuf>,
+    /// Follow a plain `http://` grant feed on another host without signed feeds
+    /// (`--feed-public-key`): only on a network you trust
+    #[arg(long, env = "ELEVATE_ALLOW_INSECURE_FEED")]
+    pub allow_insecure_feed: bool,
 }
 
 /// `serve`'s limits on what one client may send (see [`HttpConfig`]).
@@ -230,10 +265,17 @@ impl ServeArgs {
                     Some(v) => Duration::from_millis(config::nonzero("max-feed-age-ms", v)?),
                     None => config::DEFAULT_MAX_FEED_AGE,
                 };
-                Some(RemoteFeedConfig::new(url, max_age))
+                let tls = self.feed_tls(&file, &url)?;
+                Some(RemoteFeedConfig {
+                    tls,
+                    ..RemoteFeedConfig::new(url, max_age)
+                })
             }
             None => None,
         };
+        if remote_feed.is_none() {
+            self.feed_tls_unused(&file)?;
+        }
         let mut sources = self.inputs.sources(&file);
         let workflow = self.workflow_settings(&file)?;
         if workflow.is_some() {
@@ -459,6 +501,122 @@ impl ServeArgs {
         })
     }
 
+    /// The listener's TLS files, when `--tls-cert` is set (flags over the file).
+    ///
+    /// # Errors
+    /// The config file is unusable, or a certificate comes without its key (or the
+    /// other way round), or a client CA without TLS.
+    pub fn tls_config(&self) -> Result<Option<config::ServerTlsConfig>, ConfigError> {
+        let file = self.inputs.file_config()?;
+        let pick =
+            |flag: &Option<PathBuf>, file: &Option<PathBuf>| flag.clone().or_else(|| file.clone());
+        let cert = pick(&self.tls.tls_cert, &file.tls_cert);
+        let key = pick(&self.tls.tls_key, &file.tls_key);
+        let client_ca = pick(&self.tls.tls_client_ca, &file.tls_client_ca);
+        let (cert, key) = match (cert, key) {
+            (Some(cert), Some(key)) => (cert, key),
+            (Some(_), None) => {
+                return Err(ConfigError::TlsPair {
+                    given: "tls-cert",
+                    missing: "tls-key",
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::TlsPair {
+                    given: "tls-key",
+                    missing: "tls-cert",
+                });
+            }
+            (None, None) if client_ca.is_some() => return Err(ConfigError::ClientCaWithoutTls),
+            (None, None) => return Ok(None),
+        };
+        let ms = |flag: Option<u64>, file: Option<u64>, default| {
+            flag.or(file)
+                .filter(|v| *v > 0)
+                .map_or(default, Duration::from_millis)
+        };
+        Ok(Some(config::ServerTlsConfig {
+            cert,
+            key,
+            client_ca,
+            reload: ReloadConfig {
+                debounce: ms(self.debounce_ms, file.debounce_ms, config::DEFAULT_DEBOUNCE),
+                rescan: ms(self.rescan_ms, file.rescan_ms, config::DEFAULT_RESCAN),
+            },
+        }))
+    }
+
+    /// The grant feed client's TLS, and the refusal of plain HTTP across a network
+    /// without signed feeds: a forged feed would grant anyone elevation.
+    fn feed_tls(
+        &self,
+        file: &FileConfig,
+        url: &config::FeedUrl,
+    ) -> Result<config::ClientTlsConfig, ConfigError> {
+        let pick =
+            |flag: &Option<PathBuf>, file: &Option<PathBuf>| flag.clone().or_else(|| file.clone());
+        let ca = pick(&self.tls.feed_ca, &file.feed_ca);
+        let cert = pick(&self.tls.feed_client_cert, &file.feed_client_cert);
+        let key = pick(&self.tls.feed_client_key, &file.feed_client_key);
+        let identity = match (cert, key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (Some(_), None) => {
+                return Err(ConfigError::TlsPair {
+                    given: "feed-client-cert",
+                    missing: "feed-client-key",
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::TlsPair {
+                    given: "feed-client-key",
+                    missing: "feed-client-cert",
+                });
+            }
+            (None, None) => None,
+        };
+        if !url.is_https() {
+            if ca.is_some() {
+                return Err(ConfigError::FeedTlsWithoutHttps { option: "feed-ca" });
+            }
+            if identity.is_some() {
+                return Err(ConfigError::FeedTlsWithoutHttps {
+                    option: "feed-client-cert",
+                });
+            }
+            let signed =
+                !self.signing.feed_public_keys.is_empty() || !file.feed_public_key.is_empty();
+            let allowed = self.tls.allow_insecure_feed || file.allow_insecure_feed.unwrap_or(false);
+            if !url.is_loopback() && !signed && !allowed {
+                return Err(ConfigError::InsecureFeed {
+                    url: url.to_string(),
+                });
+            }
+        }
+        Ok(config::ClientTlsConfig { ca, identity })
+    }
+
+    /// Feed TLS flags without a feed URL are a mistake, not a no-op.
+    fn feed_tls_unused(&self, file: &FileConfig) -> Result<(), ConfigError> {
+        let named = [
+            (
+                "feed-ca",
+                self.tls.feed_ca.is_some() || file.feed_ca.is_some(),
+            ),
+            (
+                "feed-client-cert",
+                self.tls.feed_client_cert.is_some() || file.feed_client_cert.is_some(),
+            ),
+            (
+                "feed-client-key",
+                self.tls.feed_client_key.is_some() || file.feed_client_key.is_some(),
+            ),
+        ];
+        match named.iter().find(|(_, set)| *set) {
+            Some((option, _)) => Err(ConfigError::FeedTlsWithoutHttps { option }),
+            None => Ok(()),
+        }
+    }
+
     /// No input named anywhere: the shipped defaults, which include the workflow.
     fn names_no_input(&self, file: &FileConfig) -> bool {
         let i = &self.inputs;
@@ -591,13 +749,20 @@ pub fn run(args: ServeArgs) -> u8 {
             return EXIT_FAILURE;
         }
     };
+    let tls = match args.tls_config() {
+        Ok(t) => t,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return EXIT_FAILURE;
+        }
+    };
     runtime.block_on(serve(
         config,
         remote_feed,
         gateway,
         grpc_listen,
         signing,
-        unix,
+        (unix, tls),
     ))
 }
 
@@ -607,7 +772,7 @@ async fn serve(
     gateway: Option<crate::gateway::Config>,
     grpc_listen: Option<std::net::SocketAddr>,
     signing: config::FeedSigningConfig,
-    unix: Option<PathBuf>,
+    (unix, tls): (Option<PathBuf>, Option<config::ServerTlsConfig>),
 ) -> u8 {
     let listen = unix.map_or(
         config::Listen::Tcp(config.http.listen),
@@ -641,6 +806,7 @@ async fn serve(
         gateway,
         grpc,
         signing,
+        tls,
     };
     let running = match start_with_options(
         config,
@@ -656,6 +822,10 @@ async fn serve(
             return EXIT_INVALID;
         }
         Err(StartError::Load(err)) => {
+            eprintln!("error: {err}");
+            return EXIT_INVALID;
+        }
+        Err(err @ (StartError::Tls(_) | StartError::FeedTls(_))) => {
             eprintln!("error: {err}");
             return EXIT_INVALID;
         }
@@ -697,6 +867,10 @@ pub enum StartError {
     Routes(#[from] crate::gateway::RoutesError),
     #[error("feed signing: {0}")]
     Keys(#[from] crate::signing::KeyError),
+    #[error("tls: {0}")]
+    Tls(#[from] crate::tls::LoadError),
+    #[error("grant feed tls: {0}")]
+    FeedTls(#[from] crate::tls::TlsError),
 }
 
 /// A started server: its address, its store, and the task that ends after shutdown.
@@ -809,6 +983,7 @@ pub fn start_with_grpc(
         gateway,
         grpc,
         signing: config::FeedSigningConfig::default(),
+        tls: None,
     };
     start_with_options(config, options, listener, clock, registry, cancel)
 }
@@ -824,6 +999,8 @@ pub struct StartOptions {
     pub grpc: Option<tokio::net::TcpListener>,
     /// Signed feeds: keys to verify the feed with, or to sign the workflow's with.
     pub signing: config::FeedSigningConfig,
+    /// TLS on the listener (`--tls-cert`), reloaded when its files change.
+    pub tls: Option<config::ServerTlsConfig>,
 }
 
 /// The most general start: every other `start_*` is this with some options.
@@ -843,7 +1020,11 @@ pub fn start_with_options(
         gateway,
         grpc,
         signing,
+        tls,
     } = options;
+    let tls = tls
+        .map(|config| crate::tls::ServerTls::load(config, &registry))
+        .transpose()?;
     let trust = if signing.public_keys.is_empty() {
         None
     } else {
@@ -898,9 +1079,22 @@ pub fn start_with_options(
     .map_err(StartError::DecisionLog)?;
     let reloader =
         snapshot::spawn_reloader(Arc::clone(&store), config.reload.clone(), cancel.clone())?;
-    let fetcher = remote_feed.map(|feed| {
-        crate::remote::spawn(Arc::clone(&store), feed, Arc::clone(&clock), cancel.clone())
-    });
+    let fetcher = remote_feed
+        .map(|feed| {
+            crate::remote::spawn(Arc::clone(&store), feed, Arc::clone(&clock), cancel.clone())
+        })
+        .transpose()?;
+    if let Some(tls) = &tls {
+        tasks.push(tls.spawn_watcher(cancel.clone())?);
+        if tls.has_client_ca() {
+            tracing::info!(
+                "serving tls; GET /v1/grants needs a client certificate from the client CA"
+            );
+        } else {
+            tracing::info!("serving tls; no client CA, so GET /v1/grants is served to any client");
+        }
+    }
+    let listener = http::listener::Secured::new(listener, tls.clone());
     // A Unix socket has no address: `Running::addr` is then `0.0.0.0:0`.
     let addr = listener
         .tcp_addr()
@@ -925,6 +1119,7 @@ pub fn start_with_options(
         clock,
         workflow,
         gateway,
+        tls,
     });
     let token = cancel.clone();
     let grpc = grpc.map(|grpc| {
@@ -1036,7 +1231,7 @@ mod tests {
     fn serve_args(args: &[&str]) -> ServeArgs {
         let argv = ["elevate", "serve"].iter().chain(args).copied();
         match Cli::try_parse_from(argv).unwrap().command {
-            Command::Serve(args) => args,
+            Command::Serve(args) => *args,
             _ => panic!("not serve"),
         }
     }
@@ -1138,10 +1333,10 @@ mod tests {
             "http://127.0.0.1:9/v1/grants"
         );
         assert_eq!(config.sources.grants, None);
-        let err = serve_args(&["--grants", "https://h/v1/grants"])
+        let (_, remote) = serve_args(&["--grants", "https://h/v1/grants"])
             .configs()
-            .unwrap_err();
-        assert!(err.to_string().contains("https://h/v1/grants"), "{err}");
+            .unwrap();
+        assert!(remote.unwrap().url.is_https());
     }
 
     #[test]
@@ -1157,7 +1352,9 @@ mod tests {
         .1
         .unwrap();
         assert_eq!(remote.max_age, Duration::from_millis(1500));
-        let file = toml_file("grants-url = \"http://feed:80/v1/grants\"\nmax-feed-age-ms = 2000\n");
+        let file = toml_file(
+            "grants-url = \"http://feed:80/v1/grants\"\nmax-feed-age-ms = 2000\nallow-insecure-feed = true\n",
+        );
         let path = file.path().to_str().unwrap();
         let (config, remote) = serve_args(&["--config", path]).configs().unwrap();
         let remote = remote.unwrap();
@@ -1191,12 +1388,12 @@ mod tests {
         let file = toml_file("grants = \"g.json\"\n");
         let path = file.path().to_str().unwrap();
         let (config, remote) =
-            serve_args(&["--config", path, "--grants-url", "http://h/v1/grants"])
+            serve_args(&["--config", path, "--grants-url", "https://h/v1/grants"])
                 .configs()
                 .unwrap();
         assert!(remote.is_some());
         assert_eq!(config.sources.grants, None);
-        let file = toml_file("grants-url = \"http://h/v1/grants\"\n");
+        let file = toml_file("grants-url = \"https://h/v1/grants\"\n");
         let path = file.path().to_str().unwrap();
         let (config, remote) = serve_args(&["--config", path, "--grants", "g.json"])
             .configs()
@@ -1206,15 +1403,138 @@ mod tests {
     }
 
     #[test]
-    fn only_http_urls_are_accepted() {
-        for url in [
-            "https://h/v1/grants",
-            "file:///tmp/g.json",
-            "h:80/v1/grants",
-        ] {
+    fn only_http_and_https_urls_are_accepted() {
+        for url in ["file:///tmp/g.json", "h:80/v1/grants"] {
             let err = serve_args(&["--grants-url", url]).configs().unwrap_err();
             assert!(err.to_string().contains(url), "{err}");
         }
+    }
+
+    #[test]
+    fn plain_http_to_another_host_needs_signed_feeds_or_an_explicit_allowance() {
+        let err = serve_args(&["--grants-url", "http://feed.internal/v1/grants"])
+            .configs()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`http://feed.internal/v1/grants`")
+                && err.contains("--allow-insecure-feed"),
+            "{err}"
+        );
+        for extra in [
+            &["--allow-insecure-feed"][..],
+            &["--feed-public-key", "k.pub"][..],
+        ] {
+            let mut args = vec!["--grants-url", "http://feed.internal/v1/grants"];
+            args.extend_from_slice(extra);
+            assert!(serve_args(&args).configs().is_ok(), "{extra:?}");
+        }
+        for loopback in [
+            "http://127.0.0.1:1/v1/grants",
+            "http://localhost:1/v1/grants",
+        ] {
+            assert!(serve_args(&["--grants-url", loopback]).configs().is_ok());
+        }
+    }
+
+    #[test]
+    fn feed_tls_settings_come_from_flags_or_file_and_need_an_https_feed() {
+        let (_, remote) = serve_args(&[
+            "--grants-url",
+            "https://central:8443/v1/grants",
+            "--feed-ca",
+            "ca.pem",
+            "--feed-client-cert",
+            "c.pem",
+            "--feed-client-key",
+            "k.pem",
+        ])
+        .configs()
+        .unwrap();
+        let tls = remote.unwrap().tls;
+        assert_eq!(tls.ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(tls.identity, Some(("c.pem".into(), "k.pem".into())));
+
+        let file = toml_file(
+            "grants-url = \"https://central/v1/grants\"\nfeed-ca = \"f.pem\"\nfeed-client-cert = \"fc.pem\"\nfeed-client-key = \"fk.pem\"\n",
+        );
+        let path = file.path().to_str().unwrap();
+        let tls = serve_args(&["--config", path, "--feed-ca", "flag.pem"])
+            .configs()
+            .unwrap()
+            .1
+            .unwrap()
+            .tls;
+        assert_eq!(tls.ca, Some(PathBuf::from("flag.pem")), "flags win");
+        assert_eq!(tls.identity, Some(("fc.pem".into(), "fk.pem".into())));
+
+        let err = |args: &[&str]| serve_args(args).configs().unwrap_err().to_string();
+        let e = err(&[
+            "--grants-url",
+            "https://c/v1/grants",
+            "--feed-client-cert",
+            "c.pem",
+        ]);
+        assert!(
+            e.contains("`--feed-client-cert` needs `--feed-client-key`"),
+            "{e}"
+        );
+        let e = err(&[
+            "--grants-url",
+            "https://c/v1/grants",
+            "--feed-client-key",
+            "k.pem",
+        ]);
+        assert!(
+            e.contains("`--feed-client-key` needs `--feed-client-cert`"),
+            "{e}"
+        );
+        let e = err(&[
+            "--grants-url",
+            "http://127.0.0.1:1/v1/grants",
+            "--feed-ca",
+            "ca.pem",
+        ]);
+        assert!(e.contains("`--feed-ca`") && e.contains("https://"), "{e}");
+        let e = err(&["--grants", "g.json", "--feed-ca", "ca.pem"]);
+        assert!(e.contains("`--feed-ca`"), "{e}");
+    }
+
+    #[test]
+    fn listener_tls_needs_both_halves_and_a_client_ca_needs_tls() {
+        assert_eq!(serve_args(&[]).tls_config().unwrap(), None);
+        let tls = serve_args(&[
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-client-ca",
+            "ca.pem",
+            "--debounce-ms",
+            "50",
+        ])
+        .tls_config()
+        .unwrap()
+        .unwrap();
+        assert_eq!(tls.cert, PathBuf::from("c.pem"));
+        assert_eq!(tls.key, PathBuf::from("k.pem"));
+        assert_eq!(tls.client_ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(tls.reload.debounce, Duration::from_millis(50));
+
+        let file = toml_file("tls-cert = \"fc.pem\"\ntls-key = \"fk.pem\"\n");
+        let path = file.path().to_str().unwrap();
+        let tls = serve_args(&["--config", path, "--tls-cert", "flag.pem"])
+            .tls_config()
+            .unwrap()
+            .unwrap();
+        assert_eq!(tls.cert, PathBuf::from("flag.pem"));
+        assert_eq!(tls.key, PathBuf::from("fk.pem"));
+        assert_eq!(tls.client_ca, None);
+
+        let err = |args: &[&str]| serve_args(args).tls_config().unwrap_err().to_string();
+        assert!(err(&["--tls-cert", "c"]).contains("`--tls-cert` needs `--tls-key`"));
+        assert!(err(&["--tls-key", "k"]).contains("`--tls-key` needs `--tls-cert`"));
+        assert!(err(&["--tls-client-ca", "ca"]).contains("--tls-cert"));
     }
 
     #[test]
@@ -1333,7 +1653,7 @@ mod tests {
             "--tokens",
             "t",
             "--grants-url",
-            "http://h/v1/grants",
+            "https://h/v1/grants",
         ]);
         assert!(e.contains("`--grants-url`"), "{e}");
         let e = err(&["--workflow", "d"]);

@@ -1,5 +1,6 @@
 //! What [`super::serve`] accepts connections from: a TCP listener, or a Unix domain
-//! socket (`--listen unix:/path`) for a gateway in the same pod or host.
+//! socket (`--listen unix:/path`) for a gateway in the same pod or host, either of
+//! them optionally wrapped in TLS by [`Secured`] (`--tls-cert`).
 //!
 //! A Unix socket file is created with mode 0660 (the gateway's group may connect,
 //! others may not), replaces a stale file only when nothing answers on it, and is
@@ -10,6 +11,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -27,6 +29,12 @@ pub trait Listener: Send + 'static {
 
     /// Where this listens, for logs.
     fn describe(&self) -> String;
+
+    /// The TLS facts of an accepted connection, final once its handshake is done;
+    /// `None` for a plain one.
+    fn tls_peer(_io: &Self::Io) -> Option<Arc<crate::tls::PeerState>> {
+        None
+    }
 }
 
 impl Listener for TcpListener {
@@ -171,6 +179,53 @@ impl Listener for Bound {
             Self::Tcp(l) => l.describe(),
             Self::Unix(l) => l.describe(),
         }
+    }
+}
+
+/// A listener whose connections are TLS when `tls` is set, plain otherwise. The
+/// handshake runs on the connection's task, not in the accept loop.
+#[derive(Debug)]
+pub struct Secured<L> {
+    inner: L,
+    tls: Option<Arc<crate::tls::ServerTls>>,
+}
+
+impl<L: Listener> Secured<L> {
+    pub fn new(inner: L, tls: Option<Arc<crate::tls::ServerTls>>) -> Self {
+        Self { inner, tls }
+    }
+}
+
+impl<L: Listener> Listener for Secured<L> {
+    type Io = crate::tls::Conn<L::Io>;
+
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Io, Option<SocketAddr>)>> + Send {
+        // Not borrowing `self` across the await: `L` need not be `Sync`.
+        let accepted = self.inner.accept();
+        let tls = self.tls.clone();
+        async move {
+            let (stream, peer) = accepted.await?;
+            let io = match tls {
+                Some(tls) => crate::tls::Conn::tls(stream, tls.current(), tls.peer_state()),
+                None => crate::tls::Conn::Plain(stream),
+            };
+            Ok((io, peer))
+        }
+    }
+
+    fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.inner.tcp_addr()
+    }
+
+    fn describe(&self) -> String {
+        match self.tls {
+            Some(_) => format!("{} (tls)", self.inner.describe()),
+            None => self.inner.describe(),
+        }
+    }
+
+    fn tls_peer(io: &Self::Io) -> Option<Arc<crate::tls::PeerState>> {
+        io.peer_state()
     }
 }
 

@@ -59,6 +59,7 @@ fn every_api_error_maps_to_its_status() {
             405,
         ),
         (ApiError::NotReady("x".into()), 503),
+        (ApiError::ClientCertRequired, 403),
     ];
     for (error, status) in table {
         assert_eq!(error.status().as_u16(), status, "{error}");
