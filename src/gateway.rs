@@ -193,9 +193,7 @@ impl Gateway {
             last_error: None,
             reloads: 1,
             failures: 0,
-            principal_header: jwt
-                .is_none()
-                .then(|| config.principal_header.to_string()),
+            principal_header: jwt.is_none().then(|| config.principal_header.to_string()),
             principal_type: config.principal_type.to_string(),
             client_ip_header: config.client_ip_header.as_ref().map(ToString::to_string),
             jwt: None,

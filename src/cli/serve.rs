@@ -314,7 +314,11 @@ impl ServeArgs {
                     && self.names_no_input(&file);
                 embedded.then(|| config::DEFAULT_ROUTES.into())
             });
-        let jwt_keys = self.gateway.jwt_keys.clone().or_else(|| file.jwt_keys.clone());
+        let jwt_keys = self
+            .gateway
+            .jwt_keys
+            .clone()
+            .or_else(|| file.jwt_keys.clone());
         let jwt_issuer = header_option("jwt-issuer", &self.gateway.jwt_issuer, &file.jwt_issuer);
         let jwt_audience = header_option(
             "jwt-audience",

@@ -135,7 +135,9 @@ pub enum TokenError {
     Audience { found: String, expected: String },
     #[error("the token has no string claim `{0}` to take the principal from")]
     NoPrincipal(String),
-    #[error("the token's `{claim}` `{value}` is neither an entity UID like `User::\"alice\"` nor a bare id")]
+    #[error(
+        "the token's `{claim}` `{value}` is neither an entity UID like `User::\"alice\"` nor a bare id"
+    )]
     Principal { claim: String, value: String },
 }
 
@@ -670,8 +672,7 @@ fn pem_key(block: &[u8], label: &str) -> Result<Key, KeySetError> {
     let (decoding, algorithm) = if let Ok(key) = DecodingKey::from_rsa_pem(block) {
         let n = jsonwebtoken::crypto::CryptoProvider::try_get_default()
             .and_then(|p| {
-                (p.key_utils.rsa_pub_components_from_public_key)(key.try_get_as_bytes().ok()?)
-                    .ok()
+                (p.key_utils.rsa_pub_components_from_public_key)(key.try_get_as_bytes().ok()?).ok()
             })
             .map(|(n, _)| n)
             .ok_or_else(|| KeySetError::Invalid {

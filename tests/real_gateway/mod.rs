@@ -823,7 +823,14 @@ pub async fn exercise(
         "{name}: a refused request reached the upstream"
     );
 
-    expiring_grant(name, gateway, elevate, &[("authorization", ALICE)], behaviour).await;
+    expiring_grant(
+        name,
+        gateway,
+        elevate,
+        &[("authorization", ALICE)],
+        behaviour,
+    )
+    .await;
 }
 
 /// Creating a payment method needs FinOpsManager: it is denied, then allowed while

@@ -180,7 +180,11 @@ fn tokens_of_each_algorithm_verify_and_name_their_subject() {
     assert_eq!(set.kids(), ["rsa-1", "ec-1", "ed-1"]);
     for (signer, kid) in [(rsa(), "rsa-1"), (&es, "ec-1"), (&ed, "ed-1")] {
         let token = signer.sign(Some(kid), &claims(&json!({})));
-        assert_eq!(principal(&set, &token).unwrap(), r#"User::"alice""#, "{kid}");
+        assert_eq!(
+            principal(&set, &token).unwrap(),
+            r#"User::"alice""#,
+            "{kid}"
+        );
     }
     // A whole UID in the claim keeps its type; an array audience that includes ours.
     let token = es.sign(
@@ -198,27 +202,51 @@ fn each_bad_token_is_refused_for_its_own_reason() {
     let err = |token: &str| principal(&set, token).unwrap_err();
 
     let t = secs(now());
-    assert!(matches!(err(&ok(json!({"exp": t - 31}))), TokenError::Expired(_)));
+    assert!(matches!(
+        err(&ok(json!({"exp": t - 31}))),
+        TokenError::Expired(_)
+    ));
     // Within the leeway it still passes; at exactly `exp + leeway` it does not.
     assert!(principal(&set, &ok(json!({"exp": t - 29}))).is_ok());
-    assert!(matches!(err(&ok(json!({"exp": t - 30}))), TokenError::Expired(_)));
+    assert!(matches!(
+        err(&ok(json!({"exp": t - 30}))),
+        TokenError::Expired(_)
+    ));
     assert_eq!(err(&ok(json!({"exp": null}))), TokenError::NoExpiry);
     assert_eq!(err(&ok(json!({"exp": "soon"}))), TokenError::BadTime("exp"));
-    assert!(matches!(err(&ok(json!({"nbf": t + 31}))), TokenError::NotYetValid(_)));
+    assert!(matches!(
+        err(&ok(json!({"nbf": t + 31}))),
+        TokenError::NotYetValid(_)
+    ));
     assert!(principal(&set, &ok(json!({"nbf": t + 29}))).is_ok());
     assert!(principal(&set, &ok(json!({"exp": (t + 60) as f64 + 0.5}))).is_ok());
     let e = err(&ok(json!({"iss": "https://evil.example"})));
     assert!(matches!(e, TokenError::Issuer { .. }), "{e}");
     assert!(e.to_string().contains("evil.example"), "{e}");
-    assert!(matches!(err(&ok(json!({"iss": null}))), TokenError::Issuer { .. }));
-    assert!(matches!(err(&ok(json!({"aud": "billing"}))), TokenError::Audience { .. }));
-    assert!(matches!(err(&ok(json!({"aud": ["a", "b"]}))), TokenError::Audience { .. }));
-    assert!(matches!(err(&ok(json!({"aud": null}))), TokenError::Audience { .. }));
+    assert!(matches!(
+        err(&ok(json!({"iss": null}))),
+        TokenError::Issuer { .. }
+    ));
+    assert!(matches!(
+        err(&ok(json!({"aud": "billing"}))),
+        TokenError::Audience { .. }
+    ));
+    assert!(matches!(
+        err(&ok(json!({"aud": ["a", "b"]}))),
+        TokenError::Audience { .. }
+    ));
+    assert!(matches!(
+        err(&ok(json!({"aud": null}))),
+        TokenError::Audience { .. }
+    ));
     assert_eq!(
         err(&ok(json!({"sub": null}))),
         TokenError::NoPrincipal("sub".into())
     );
-    assert_eq!(err(&ok(json!({"sub": 7}))), TokenError::NoPrincipal("sub".into()));
+    assert_eq!(
+        err(&ok(json!({"sub": 7}))),
+        TokenError::NoPrincipal("sub".into())
+    );
     assert!(matches!(
         err(&ok(json!({"sub": "User::alice"}))),
         TokenError::Principal { .. }
@@ -229,12 +257,19 @@ fn each_bad_token_is_refused_for_its_own_reason() {
     let unknown = es.sign(Some("ec-9"), &claims(&json!({})));
     assert_eq!(err(&unknown), TokenError::UnknownKid("ec-9".into()));
     let mismatched = es.sign(Some("ed-1"), &claims(&json!({})));
-    assert!(matches!(err(&mismatched), TokenError::NoKey { .. }), "{}", err(&mismatched));
+    assert!(
+        matches!(err(&mismatched), TokenError::NoKey { .. }),
+        "{}",
+        err(&mismatched)
+    );
     let forged = other.sign(Some("ec-1"), &claims(&json!({})));
     assert_eq!(err(&forged), TokenError::Signature);
     // Without a kid every key of the algorithm is tried: the right one verifies.
     assert!(principal(&set, &es.sign(None, &claims(&json!({})))).is_ok());
-    assert_eq!(err(&other.sign(None, &claims(&json!({})))), TokenError::Signature);
+    assert_eq!(
+        err(&other.sign(None, &claims(&json!({})))),
+        TokenError::Signature
+    );
     // A payload edited after signing.
     let token = ok(json!({}));
     let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
@@ -245,7 +280,10 @@ fn each_bad_token_is_refused_for_its_own_reason() {
     let payload = URL_SAFE_NO_PAD.encode(claims(&json!({})).to_string());
     let none = format!("{}.{payload}.", URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#));
     let e = err(&none);
-    assert!(matches!(&e, TokenError::Algorithm { alg, .. } if alg == "none"), "{e}");
+    assert!(
+        matches!(&e, TokenError::Algorithm { alg, .. } if alg == "none"),
+        "{e}"
+    );
     assert!(e.to_string().contains("`ES256`, `EdDSA`"), "{e}");
     let hmac_key = EncodingKey::from_secret(&es.spki).unwrap();
     let mut header = Header::new(Algorithm::HS256);
@@ -254,7 +292,10 @@ fn each_bad_token_is_refused_for_its_own_reason() {
     assert!(matches!(err(&hs), TokenError::Algorithm { alg, .. } if alg == "HS256"));
 
     for garbage in ["", "abc", "a.b", "a.b.c.d", "!!!.e30.sig", "e30.e30.sig"] {
-        assert!(matches!(err(garbage), TokenError::Malformed(_)), "{garbage:?}");
+        assert!(
+            matches!(err(garbage), TokenError::Malformed(_)),
+            "{garbage:?}"
+        );
     }
 }
 
@@ -331,7 +372,9 @@ fn a_configured_claim_and_type_name_the_principal() {
     let claims = set.verify(&token, &config(), now()).unwrap();
     let key_type: EntityTypeName = "ApiKey".parse().unwrap();
     assert_eq!(
-        principal_of(&claims, "email", &key_type).unwrap().to_string(),
+        principal_of(&claims, "email", &key_type)
+            .unwrap()
+            .to_string(),
         r#"ApiKey::"bb-ws1""#
     );
     assert_eq!(
@@ -347,7 +390,9 @@ fn key_sets_refuse_secrets_private_keys_and_weak_keys_whole() {
     let oct = json!({"kty": "oct", "kid": "h", "k": "c2VjcmV0"});
     assert_eq!(
         parse(vec![es.jwk(Some("ec-1")), oct]).unwrap_err(),
-        KeySetError::Symmetric { key: "key `h`".into() }
+        KeySetError::Symmetric {
+            key: "key `h`".into()
+        }
     );
     let mut private = ed.jwk(Some("ed-1"));
     private["d"] = json!("AAAA");
@@ -367,13 +412,22 @@ fn key_sets_refuse_secrets_private_keys_and_weak_keys_whole() {
     // An `alg` that does not fit the key type, and an HMAC `alg` on a public key.
     let mut wrong = es.jwk(Some("ec-1"));
     wrong["alg"] = json!("RS256");
-    assert!(matches!(parse(vec![wrong]).unwrap_err(), KeySetError::Invalid { .. }));
+    assert!(matches!(
+        parse(vec![wrong]).unwrap_err(),
+        KeySetError::Invalid { .. }
+    ));
     let mut hs = rsa().jwk(Some("r"));
     hs["alg"] = json!("HS256");
-    assert!(matches!(parse(vec![hs]).unwrap_err(), KeySetError::Invalid { .. }));
+    assert!(matches!(
+        parse(vec![hs]).unwrap_err(),
+        KeySetError::Invalid { .. }
+    ));
     let mut broken = es.jwk(Some("ec-1"));
     broken["x"] = json!("AAAA");
-    assert!(matches!(parse(vec![broken]).unwrap_err(), KeySetError::Invalid { .. }));
+    assert!(matches!(
+        parse(vec![broken]).unwrap_err(),
+        KeySetError::Invalid { .. }
+    ));
     // Encryption keys are left out; a set of nothing else is no key set.
     let mut enc = rsa().jwk(Some("enc"));
     enc["use"] = json!("enc");
@@ -383,7 +437,10 @@ fn key_sets_refuse_secrets_private_keys_and_weak_keys_whole() {
     for bad in ["", "not keys", "{}", r#"{"keys": 3}"#, "{"] {
         assert!(parse_key_set(bad.as_bytes()).is_err(), "{bad:?}");
     }
-    assert_eq!(parse_key_set(&[0xff, 0xfe]).unwrap_err(), KeySetError::NotUtf8);
+    assert_eq!(
+        parse_key_set(&[0xff, 0xfe]).unwrap_err(),
+        KeySetError::NotUtf8
+    );
 }
 
 #[test]
@@ -439,15 +496,26 @@ fn pem_public_keys_verify_tokens_of_their_algorithm_whatever_the_kid() {
 #[test]
 fn every_refusal_has_a_closed_reason_label() {
     let labels: BTreeSet<&str> = [
-        TokenError::Missing { issuer: String::new() },
+        TokenError::Missing {
+            issuer: String::new(),
+        },
         TokenError::NotBearer,
-        TokenError::Algorithm { alg: String::new(), allowed: String::new() },
+        TokenError::Algorithm {
+            alg: String::new(),
+            allowed: String::new(),
+        },
         TokenError::UnknownKid(String::new()),
         TokenError::Signature,
         TokenError::Expired(Timestamp::UNIX_EPOCH),
         TokenError::NotYetValid(Timestamp::UNIX_EPOCH),
-        TokenError::Issuer { found: String::new(), expected: String::new() },
-        TokenError::Audience { found: String::new(), expected: String::new() },
+        TokenError::Issuer {
+            found: String::new(),
+            expected: String::new(),
+        },
+        TokenError::Audience {
+            found: String::new(),
+            expected: String::new(),
+        },
         TokenError::NoPrincipal(String::new()),
     ]
     .iter()
