@@ -369,14 +369,19 @@ fn library_error(error: &jsonwebtoken::errors::Error) -> TokenError {
     use jsonwebtoken::errors::ErrorKind;
     match error.kind() {
         ErrorKind::InvalidSignature => TokenError::Signature,
-        ErrorKind::InvalidToken => TokenError::Malformed("not a compact JWS".to_owned()),
+        // Also a `crit` header extension, which nothing here implements.
+        ErrorKind::InvalidToken => TokenError::Malformed(
+            "not a compact JWS elevate accepts (no `crit` extensions)".to_owned(),
+        ),
         ErrorKind::Base64(_) => TokenError::Malformed("a part is not base64url".to_owned()),
         ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
             TokenError::Malformed("its header or claims are not a JSON object".to_owned())
         }
-        // A `crit` extension we do not implement, or a key/algorithm mismatch the
-        // key set check should have caught: refuse either way.
-        other => TokenError::Malformed(format!("{other:?}").to_lowercase()),
+        ErrorKind::InvalidAlgorithm => {
+            TokenError::Malformed("its algorithm does not fit the key".to_owned())
+        }
+        // What the key set check at load should have made impossible: refuse anyway.
+        _ => TokenError::Malformed("it cannot be verified with the key set".to_owned()),
     }
 }
 
