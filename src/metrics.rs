@@ -281,6 +281,12 @@ impl Metrics {
         self.reloads.with_label_values(&["jwt_keys", outcome]).inc();
     }
 
+    /// The registry these metrics are on, for a subsystem that registers its own
+    /// (the gateway's `elevate_jwt_rejected_total`).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Creates the JWT key set's reload series, as [`Metrics::register_routes_input`].
     pub fn register_jwt_keys_input(&self) {
         for outcome in ["ok", "error"] {

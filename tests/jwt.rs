@@ -328,6 +328,25 @@ async fn forward_auth_takes_the_principal_from_a_verified_bearer_token() {
         }
     }
 
+    // Each refusal is counted under its closed reason.
+    let metrics = elevate.metrics().await;
+    let rejected = |reason: &str| {
+        support::metric_value(
+            &metrics,
+            &format!(r#"elevate_jwt_rejected_total{{reason="{reason}"}}"#),
+        )
+    };
+    assert_eq!(rejected("missing"), 1.0);
+    assert_eq!(rejected("malformed"), 2.0, "a static key and basic auth");
+    assert_eq!(rejected("expired"), 2.0, "expired and no expiry");
+    assert_eq!(rejected("signature"), 1.0);
+    assert_eq!(rejected("unknown_key"), 1.0);
+    assert_eq!(rejected("algorithm"), 1.0);
+    assert_eq!(rejected("issuer"), 1.0);
+    assert_eq!(rejected("audience"), 1.0);
+    assert_eq!(rejected("not_yet_valid"), 1.0);
+    assert_eq!(rejected("principal"), 1.0);
+
     let status = elevate.status().await;
     let jwt = &status["gateway"]["routes"]["jwt"];
     assert_eq!(jwt["keys"], json!(["rsa-1", "ec-1", "ed-1"]), "{status:#}");

@@ -42,6 +42,7 @@ use hyper::header::AUTHORIZATION;
 use jiff::Timestamp;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use prometheus::{IntCounterVec, Opts};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -148,7 +149,21 @@ impl TokenError {
         !matches!(self, Self::Missing { .. })
     }
 
-    /// A closed label for logs and metrics.
+    /// Every [`TokenError::reason`], for the metric's series.
+    pub const REASONS: [&'static str; 10] = [
+        "missing",
+        "malformed",
+        "algorithm",
+        "unknown_key",
+        "signature",
+        "expired",
+        "not_yet_valid",
+        "issuer",
+        "audience",
+        "principal",
+    ];
+
+    /// A closed label for logs and `elevate_jwt_rejected_total{reason}`.
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Missing { .. } => "missing",
@@ -780,6 +795,8 @@ pub struct Keys {
     /// across an `.await`; requests never take it.
     state: Mutex<KeysState>,
     metrics: std::sync::Arc<Metrics>,
+    /// `elevate_jwt_rejected_total{reason}`, on the server's registry.
+    rejected: IntCounterVec,
 }
 
 impl std::fmt::Debug for Keys {
@@ -824,6 +841,7 @@ impl Keys {
             "loaded the JWT key set; principals come from bearer tokens"
         );
         metrics.register_jwt_keys_input();
+        let rejected = rejected_counter(&metrics);
         let status = KeysStatus {
             path: config.keys.clone(),
             issuer: config.issuer.clone(),
@@ -848,6 +866,7 @@ impl Keys {
                 status,
             }),
             metrics,
+            rejected,
         })
     }
 
@@ -866,9 +885,13 @@ impl Keys {
         default_type: &EntityTypeName,
         now: Timestamp,
     ) -> Result<EntityUid, TokenError> {
-        let token = bearer(headers, &self.config.issuer)?;
-        let claims = self.set.load().verify(token, &self.config, now)?;
-        principal_of(&claims, &self.config.principal_claim, default_type)
+        let result = bearer(headers, &self.config.issuer)
+            .and_then(|token| self.set.load().verify(token, &self.config, now))
+            .and_then(|claims| principal_of(&claims, &self.config.principal_claim, default_type));
+        if let Err(e) = &result {
+            self.rejected.with_label_values(&[e.reason()]).inc();
+        }
+        result
     }
 
     /// Reads the file again; returns whether a new set went live. The same content
@@ -941,6 +964,27 @@ impl Keys {
             .status
             .clone()
     }
+}
+
+/// The rejections counter, every reason's series created at once. Registered here
+/// and not in [`Metrics`] because only servers with a key set have it.
+fn rejected_counter(metrics: &Metrics) -> IntCounterVec {
+    let opts = Opts::new(
+        "elevate_jwt_rejected_total",
+        "Gateway requests whose bearer token named no principal (401), by reason",
+    );
+    #[expect(
+        clippy::expect_used,
+        reason = "the name, help and label are valid constants, the only inputs that can fail"
+    )]
+    let counter = IntCounterVec::new(opts, &["reason"]).expect("a valid metric definition");
+    for reason in TokenError::REASONS {
+        counter.with_label_values(&[reason]);
+    }
+    if let Err(e) = metrics.registry().register(Box::new(counter.clone())) {
+        tracing::warn!(error = %e, "elevate_jwt_rejected_total is not exported");
+    }
+    counter
 }
 
 fn read(path: &Path) -> io::Result<Vec<u8>> {
