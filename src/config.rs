@@ -395,6 +395,11 @@ pub struct FileConfig {
     pub principal_header: Option<String>,
     pub principal_type: Option<String>,
     pub client_ip_header: Option<String>,
+    pub jwt_keys: Option<PathBuf>,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    pub jwt_principal_claim: Option<String>,
+    pub jwt_leeway_ms: Option<u64>,
     #[serde(default)]
     pub feed_public_key: Vec<PathBuf>,
     pub feed_max_skew_ms: Option<u64>,

@@ -9,7 +9,8 @@
 //! only if every route is valid; a bad file (or a schema change that a route no
 //! longer fits) keeps the last good table and is recorded in
 //! [`RoutesStatus::last_error`], `/v1/status` and `elevate_reload_total{input="routes"}`.
-//! At startup a bad table is fatal.
+//! At startup a bad table is fatal. The JWT key set ([`jwt`]) is reloaded the
+//! same way, by the same watcher.
 //!
 //! Trust: every header read here (principal, original method and URI, client IP) is
 //! believed because only the gateway reaches elevate and the gateway overwrites
@@ -18,6 +19,7 @@
 //! decision to the client.
 
 pub mod authzen;
+pub mod jwt;
 pub mod origin;
 pub mod principal;
 pub mod table;
@@ -61,6 +63,8 @@ pub struct Config {
     pub principal_type: EntityTypeName,
     /// Take the client IP from this header (set by the gateway) instead of the peer.
     pub client_ip_header: Option<HeaderName>,
+    /// Principals from bearer JWTs instead of `principal_header`, when set.
+    pub jwt: Option<jwt::Config>,
     pub reload: ReloadConfig,
 }
 
@@ -81,6 +85,9 @@ pub enum RoutesError {
     },
     #[error("route table `{path}`: not UTF-8 text", path = .path.display())]
     NotUtf8 { path: PathBuf },
+    /// The gateway's other file, read with the table at startup.
+    #[error(transparent)]
+    JwtKeys(#[from] jwt::KeysError),
 }
 
 /// Reload bookkeeping of the route table, as `/v1/status` shows it.
@@ -101,9 +108,14 @@ pub struct RoutesStatus {
     pub reloads: u64,
     /// Distinct bad versions seen (the same bad content counts once).
     pub failures: u64,
-    pub principal_header: String,
+    /// The header the principal is read from; `null` with a JWT key set, which is
+    /// then the only source.
+    pub principal_header: Option<String>,
     pub principal_type: String,
     pub client_ip_header: Option<String>,
+    /// The JWT key set's reload status, when principals come from bearer tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<jwt::KeysStatus>,
 }
 
 /// What the last failed reload saw, so the same failure is logged and counted once.
@@ -130,6 +142,8 @@ pub struct Gateway {
     state: Mutex<ReloadState>,
     /// Where the schema comes from: routes are checked against the live one.
     store: Arc<Store>,
+    /// The JWT key set, when principals come from bearer tokens.
+    jwt: Option<jwt::Keys>,
     metrics: Arc<Metrics>,
 }
 
@@ -158,6 +172,11 @@ impl Gateway {
         })?;
         let snapshot = store.current();
         let table = parse_file(&config.routes, &bytes, snapshot.bundle.schema.as_ref())?;
+        let jwt = config
+            .jwt
+            .clone()
+            .map(|c| jwt::Keys::load(c, Arc::clone(&metrics)))
+            .transpose()?;
         let hash: [u8; 32] = Sha256::digest(&bytes).into();
         tracing::info!(
             path = %config.routes.display(),
@@ -174,9 +193,10 @@ impl Gateway {
             last_error: None,
             reloads: 1,
             failures: 0,
-            principal_header: config.principal_header.to_string(),
+            principal_header: jwt.is_none().then(|| config.principal_header.to_string()),
             principal_type: config.principal_type.to_string(),
             client_ip_header: config.client_ip_header.as_ref().map(ToString::to_string),
+            jwt: None,
         };
         drop(snapshot);
         Ok(Arc::new(Self {
@@ -188,12 +208,41 @@ impl Gateway {
                 status,
             }),
             store,
+            jwt,
             metrics,
         }))
     }
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The JWT key set, when principals come from bearer tokens.
+    pub fn jwt(&self) -> Option<&jwt::Keys> {
+        self.jwt.as_ref()
+    }
+
+    /// The principal of a gateway request: from its bearer JWT when a key set is
+    /// configured (and then only from it), else from the principal header.
+    ///
+    /// # Errors
+    /// No principal can be established: the answer is 401.
+    pub fn principal(
+        &self,
+        headers: &HeaderMap,
+        now: Timestamp,
+    ) -> Result<EntityUid, PrincipalFailure> {
+        match &self.jwt {
+            Some(keys) => keys
+                .authenticate(headers, &self.config.principal_type, now)
+                .map_err(PrincipalFailure::Token),
+            None => principal::parse_principal(
+                headers,
+                &self.config.principal_header,
+                &self.config.principal_type,
+            )
+            .map_err(PrincipalFailure::Header),
+        }
     }
 
     /// The live table; hold the `Arc` for the whole request.
@@ -277,19 +326,23 @@ impl Gateway {
 
     /// Reload status, for `/v1/status`.
     pub fn status(&self) -> RoutesStatus {
-        self.state
+        let mut status = self
+            .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .status
-            .clone()
+            .clone();
+        status.jwt = self.jwt.as_ref().map(jwt::Keys::status);
+        status
     }
 
-    /// Watches the file's directory and rescans on a timer; reloads until `cancel`.
+    /// Watches the route table's directory (and the JWT key set's) and rescans on a
+    /// timer; reloads both until `cancel`.
     ///
     /// As the other inputs: the directory, not the file (editors and ConfigMaps
-    /// replace files by rename or symlink swap), events only signal, and the file is
-    /// read again after the debounce. The rescan also catches a schema reload that a
-    /// route no longer fits.
+    /// replace files by rename or symlink swap), events only signal, and the files
+    /// are read again after the debounce. The rescan also catches a schema reload
+    /// that a route no longer fits.
     ///
     /// # Errors
     /// The watcher cannot be created or the directory cannot be watched.
@@ -298,10 +351,16 @@ impl Gateway {
         cancel: CancellationToken,
     ) -> Result<tokio::task::JoinHandle<()>, notify::Error> {
         let (tx, mut rx) = mpsc::channel::<()>(1);
-        let name = self.config.routes.file_name().map(ToOwned::to_owned);
+        let files: Vec<&Path> = std::iter::once(self.config.routes.as_path())
+            .chain(self.config.jwt.as_ref().map(|j| j.keys.as_path()))
+            .collect();
+        let names: Vec<_> = files
+            .iter()
+            .filter_map(|f| f.file_name().map(ToOwned::to_owned))
+            .collect();
         let concerns = move |path: &Path| {
             path.file_name().is_some_and(|n| {
-                Some(n) == name.as_deref() || n.to_string_lossy().starts_with("..")
+                names.iter().any(|name| name == n) || n.to_string_lossy().starts_with("..")
             })
         };
         let mut watcher =
@@ -312,12 +371,18 @@ impl Gateway {
                     let _ = tx.try_send(());
                 }
             })?;
-        let dir = match self.config.routes.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let dir = std::path::absolute(&dir).unwrap_or(dir);
-        watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for file in files {
+            let dir = match file.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            let dir = std::path::absolute(&dir).unwrap_or(dir);
+            if !dirs.contains(&dir) {
+                watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+                dirs.push(dir);
+            }
+        }
         let debounce = self.config.reload.debounce;
         let max_wait = debounce * 4;
         let rescan_every = self.config.reload.rescan;
@@ -344,7 +409,14 @@ impl Gateway {
                     _ = rescan.tick() => {}
                 }
                 let gateway = Arc::clone(&gateway);
-                let _ = tokio::task::spawn_blocking(move || gateway.reload()).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    // Each is a no-op when its file is unchanged.
+                    gateway.reload();
+                    if let Some(keys) = &gateway.jwt {
+                        keys.reload();
+                    }
+                })
+                .await;
             }
         }))
     }
@@ -362,6 +434,15 @@ fn parse_file(
         path: path.to_path_buf(),
         source: Box::new(source),
     })
+}
+
+/// Why a gateway request has no principal: the answer is 401 either way.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrincipalFailure {
+    #[error(transparent)]
+    Header(PrincipalError),
+    #[error(transparent)]
+    Token(jwt::TokenError),
 }
 
 fn short_hex(hash: &[u8; 32]) -> String {

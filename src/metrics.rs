@@ -275,6 +275,25 @@ impl Metrics {
         }
     }
 
+    /// Counts a reload of the gateway's JWT key set, as `input="jwt_keys"`.
+    pub fn jwt_keys_reload(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.reloads.with_label_values(&["jwt_keys", outcome]).inc();
+    }
+
+    /// The registry these metrics are on, for a subsystem that registers its own
+    /// (the gateway's `elevate_jwt_rejected_total`).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Creates the JWT key set's reload series, as [`Metrics::register_routes_input`].
+    pub fn register_jwt_keys_input(&self) {
+        for outcome in ["ok", "error"] {
+            self.reloads.with_label_values(&["jwt_keys", outcome]);
+        }
+    }
+
     pub fn grant_rejected(&self, reason: RejectReason) {
         self.grants_rejected
             .with_label_values(&[reason.as_str()])

@@ -242,6 +242,25 @@ pub struct GatewayArgs {
     /// `127.0.0.1:8181` [default: off]
     #[arg(long, env = "ELEVATE_GRPC_LISTEN")]
     pub grpc_listen: Option<String>,
+    /// With `--routes`: take the principal from the original request's
+    /// `Authorization: Bearer` JWT, verified with this key set (a JWK set, or PEM
+    /// public keys), hot-reloaded; the principal header is then not read [default:
+    /// none, the principal header]
+    #[arg(long, value_name = "FILE", env = "ELEVATE_JWT_KEYS")]
+    pub jwt_keys: Option<PathBuf>,
+    /// With `--jwt-keys` (required): the one accepted `iss`
+    #[arg(long, value_name = "ISS", env = "ELEVATE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// With `--jwt-keys` (required): the `aud` a token must be for (this service)
+    #[arg(long, value_name = "AUD", env = "ELEVATE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// With `--jwt-keys`: the claim that names the principal, a UID or a bare id of
+    /// `--principal-type` [default: sub]
+    #[arg(long, value_name = "CLAIM", env = "ELEVATE_JWT_PRINCIPAL_CLAIM")]
+    pub jwt_principal_claim: Option<String>,
+    /// With `--jwt-keys`: clock skew tolerated on `exp` and `nbf`, in ms [default: 30000]
+    #[arg(long, value_name = "MS", env = "ELEVATE_JWT_LEEWAY_MS")]
+    pub jwt_leeway_ms: Option<u64>,
 }
 
 impl ServeArgs {
@@ -408,16 +427,61 @@ impl ServeArgs {
                     && self.names_no_input(&file);
                 embedded.then(|| config::DEFAULT_ROUTES.into())
             });
+        let jwt_keys = self
+            .gateway
+            .jwt_keys
+            .clone()
+            .or_else(|| file.jwt_keys.clone());
+        let jwt_issuer = header_option("jwt-issuer", &self.gateway.jwt_issuer, &file.jwt_issuer);
+        let jwt_audience = header_option(
+            "jwt-audience",
+            &self.gateway.jwt_audience,
+            &file.jwt_audience,
+        );
+        let jwt_principal_claim = header_option(
+            "jwt-principal-claim",
+            &self.gateway.jwt_principal_claim,
+            &file.jwt_principal_claim,
+        );
+        let jwt_leeway_ms = self.gateway.jwt_leeway_ms.or(file.jwt_leeway_ms);
         let Some(routes) = routes else {
             if let Some((option, _)) = principal_header
                 .as_ref()
                 .or(principal_type.as_ref())
                 .or(client_ip_header.as_ref())
+                .or(jwt_issuer.as_ref())
+                .or(jwt_audience.as_ref())
+                .or(jwt_principal_claim.as_ref())
             {
                 return Err(ConfigError::GatewayWithoutRoutes { option });
             }
+            if jwt_keys.is_some() {
+                return Err(ConfigError::GatewayWithoutRoutes { option: "jwt-keys" });
+            }
+            if jwt_leeway_ms.is_some() {
+                return Err(ConfigError::GatewayWithoutRoutes {
+                    option: "jwt-leeway-ms",
+                });
+            }
             return Ok(None);
         };
+        let jwt = jwt_config(
+            jwt_keys,
+            jwt_issuer,
+            jwt_audience,
+            jwt_principal_claim,
+            jwt_leeway_ms,
+        )?;
+        if jwt.is_some()
+            && let Some((option, value)) = principal_header.clone()
+        {
+            return Err(ConfigError::Gateway {
+                option,
+                value,
+                reason: "cannot be used with `--jwt-keys`: with a key set the principal comes \
+                         only from the bearer token, so a header cannot override it",
+            });
+        }
         let header = |(option, value): (&'static str, String)| {
             hyper::header::HeaderName::from_bytes(value.trim().as_bytes()).map_err(|_| {
                 ConfigError::Gateway {
@@ -458,6 +522,7 @@ impl ServeArgs {
             )))?,
             principal_type,
             client_ip_header: client_ip_header.map(header).transpose()?,
+            jwt,
             reload: ReloadConfig {
                 debounce: ms(self.debounce_ms, file.debounce_ms, config::DEFAULT_DEBOUNCE),
                 rescan: ms(self.rescan_ms, file.rescan_ms, config::DEFAULT_RESCAN),
@@ -844,6 +909,69 @@ async fn serve(
             EXIT_FAILURE
         }
     }
+}
+
+/// The JWT settings from their flags or file keys: `None` without a key set; issuer
+/// and audience are required with one, so a token minted for another service or by
+/// another issuer never names a principal here.
+fn jwt_config(
+    keys: Option<PathBuf>,
+    issuer: Option<(&'static str, String)>,
+    audience: Option<(&'static str, String)>,
+    principal_claim: Option<(&'static str, String)>,
+    leeway_ms: Option<u64>,
+) -> Result<Option<crate::gateway::jwt::Config>, ConfigError> {
+    let Some(keys) = keys else {
+        if let Some((option, value)) = issuer.or(audience).or(principal_claim) {
+            return Err(ConfigError::Gateway {
+                option,
+                value,
+                reason: "needs `--jwt-keys FILE`, the key set that verifies the tokens",
+            });
+        }
+        if let Some(ms) = leeway_ms {
+            return Err(ConfigError::Gateway {
+                option: "jwt-leeway-ms",
+                value: ms.to_string(),
+                reason: "needs `--jwt-keys FILE`, the key set that verifies the tokens",
+            });
+        }
+        return Ok(None);
+    };
+    let required = |value: Option<(&'static str, String)>, option: &'static str| {
+        let (option, value) = value.unwrap_or((option, String::new()));
+        let trimmed = value.trim();
+        if trimmed.is_empty() {
+            return Err(ConfigError::Gateway {
+                option,
+                value: keys.display().to_string(),
+                reason: "is required with `--jwt-keys` (the key set named here): without \
+                         it a token meant for another service or issuer would be accepted",
+            });
+        }
+        Ok(trimmed.to_owned())
+    };
+    let issuer = required(issuer, "jwt-issuer")?;
+    let audience = required(audience, "jwt-audience")?;
+    let principal_claim = match principal_claim {
+        Some((option, value)) if value.trim().is_empty() => {
+            return Err(ConfigError::Gateway {
+                option,
+                value,
+                reason: "must name a claim, like `sub`",
+            });
+        }
+        Some((_, value)) => value.trim().to_owned(),
+        None => crate::gateway::jwt::DEFAULT_PRINCIPAL_CLAIM.to_owned(),
+    };
+    Ok(Some(crate::gateway::jwt::Config {
+        keys,
+        issuer,
+        audience,
+        principal_claim,
+        // Zero is a valid leeway: no skew tolerated.
+        leeway: leeway_ms.map_or(crate::gateway::jwt::DEFAULT_LEEWAY, Duration::from_millis),
+    }))
 }
 
 /// Why a server could not start.

@@ -48,13 +48,20 @@ pub fn parse_principal(
     if text.is_empty() {
         return Err(PrincipalError::Missing(header.to_string()));
     }
+    uid_or_bare_id(text, default_type).ok_or_else(|| PrincipalError::Invalid {
+        header: header.to_string(),
+        value: text.to_owned(),
+    })
+}
+
+/// `text` as a whole UID when it has `::`, else as an id of `default_type`; `None`
+/// for text with `::` that is no UID. Shared by the header and the bearer JWT, so a
+/// claim value means what the same header value would.
+pub fn uid_or_bare_id(text: &str, default_type: &EntityTypeName) -> Option<EntityUid> {
     if text.contains("::") {
-        EntityUid::from_str(text).map_err(|_| PrincipalError::Invalid {
-            header: header.to_string(),
-            value: text.to_owned(),
-        })
+        EntityUid::from_str(text).ok()
     } else {
-        Ok(EntityUid::from_type_name_and_id(
+        Some(EntityUid::from_type_name_and_id(
             default_type.clone(),
             EntityId::new(text),
         ))

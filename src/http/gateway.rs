@@ -8,8 +8,10 @@
 //! Every decision goes through [`App::decide_query`], as on `/v1/is_authorized`:
 //! the same engine call, metrics and decision record. Forward-auth answers with a
 //! status a gateway acts on (200 allow, 403 deny, 401 no principal) and, on allow,
-//! headers it can pass upstream; AuthZEN answers every decision with a 200 and
-//! `{"decision": bool}`, as the specification says.
+//! headers it can pass upstream; the principal is the gateway's header or, with
+//! `--jwt-keys`, the original request's bearer JWT ([`crate::gateway::jwt`]).
+//! AuthZEN answers every decision with a 200 and `{"decision": bool}`, as the
+//! specification says.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -24,7 +26,7 @@ use serde_json::{Value, json};
 
 use super::{Answer, ApiError, App, json_response};
 use crate::gateway::authzen::{self, Evaluations};
-use crate::gateway::{self, origin, principal};
+use crate::gateway::{self, PrincipalFailure, origin};
 use crate::metrics::Route;
 use crate::request::{self, Body, RequestError};
 use crate::snapshot::Snapshot;
@@ -156,13 +158,9 @@ impl App {
         let config = gateway.config();
         // Who is asking comes first: an unauthenticated caller learns nothing about
         // which routes exist.
-        let principal = match principal::parse_principal(
-            headers,
-            &config.principal_header,
-            &config.principal_type,
-        ) {
+        let principal = match gateway.principal(headers, (self.clock)()) {
             Ok(p) => p,
-            Err(e) => return ApiError::Unauthenticated(e.to_string()).into_response(),
+            Err(e) => return unauthenticated(&e),
         };
         let what = format!("{} {}", original.method, original.path);
         let segments = match origin::parse_path(&original.path) {
@@ -402,6 +400,23 @@ fn refused(reason: &'static str, message: String) -> Response<Full<Bytes>> {
         StatusCode::FORBIDDEN,
         &json!({"decision": "Deny", "reason": reason, "error": message}),
     )
+}
+
+/// A 401. For a bearer token that was sent but refused, `WWW-Authenticate` says
+/// `error="invalid_token"` (RFC 6750 section 3.1); the reason is in the body and a
+/// debug log line, never the token itself.
+fn unauthenticated(failure: &PrincipalFailure) -> Response<Full<Bytes>> {
+    let mut response = ApiError::Unauthenticated(failure.to_string()).into_response();
+    if let PrincipalFailure::Token(e) = failure {
+        tracing::debug!(reason = e.reason(), error = %e, "bearer token refused");
+        if e.had_token() {
+            response.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer realm="elevate", error="invalid_token""#),
+            );
+        }
+    }
+    response
 }
 
 fn no_routes(endpoint: &str) -> Response<Full<Bytes>> {
