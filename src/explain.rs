@@ -244,6 +244,7 @@ fn find_near_misses(
 fn suspension_words(suspension: Suspension) -> &'static str {
     match suspension {
         Suspension::Stale => "the feed is stale",
+        Suspension::ClockStepBack => "the clock stepped back behind the last feed refresh",
         Suspension::WaitingForFirstFeed => "waiting for the first grant feed",
     }
 }

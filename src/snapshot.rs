@@ -77,7 +77,14 @@ pub struct Snapshot {
     /// Grants are suspended from this instant on (a stale remote feed); `None` for a
     /// file feed, which is as fresh as the file.
     pub feed_deadline: Option<Timestamp>,
+    /// When the remote feed was last confirmed, by the same clock: a clock that reads
+    /// earlier than this has stepped back, and the deadline can no longer be trusted.
+    pub feed_refreshed_at: Option<Timestamp>,
 }
+
+/// How far the clock may read before the last feed refresh before grants are
+/// suspended: small slews pass, a step back would otherwise stretch the feed's age.
+pub const CLOCK_STEP_TOLERANCE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why grants are suspended; its `Display` is what `/readyz` should say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +93,9 @@ pub enum Suspension {
     WaitingForFirstFeed,
     /// The remote feed has not been confirmed fresh for `max_feed_age`.
     Stale,
+    /// The clock reads earlier than the last refresh (it stepped back), so the feed's
+    /// age is unknown until the next refresh.
+    ClockStepBack,
 }
 
 impl std::fmt::Display for Suspension {
@@ -93,29 +103,46 @@ impl std::fmt::Display for Suspension {
         f.write_str(match self {
             Self::WaitingForFirstFeed => "waiting for the first grant feed; grants are suspended",
             Self::Stale => "the grant feed is older than its maximum age; grants are suspended",
+            Self::ClockStepBack => {
+                "the clock reads earlier than the last grant feed refresh; grants are \
+                 suspended until the next one"
+            }
         })
     }
 }
 
 impl Snapshot {
     /// Elevation fails closed once the feed is older than its allowed age.
+    ///
+    /// The deadline is a wall-clock instant, so a clock stepped back by an hour would
+    /// keep a dead feed's grants for an hour more; a clock earlier than the last refresh
+    /// (beyond [`CLOCK_STEP_TOLERANCE`]) suspends them too, until the next refresh.
     pub fn grants_suspended(&self, now: Timestamp) -> bool {
-        self.feed_deadline.is_some_and(|deadline| now >= deadline)
+        self.suspension(now).is_some()
     }
 
     /// Why grants are suspended at `now`, if they are.
     pub fn suspension(&self, now: Timestamp) -> Option<Suspension> {
-        if !self.grants_suspended(now) {
-            None
-        } else if self.revisions.grants.is_none() {
-            Some(Suspension::WaitingForFirstFeed)
+        let deadline = self.feed_deadline?;
+        if now >= deadline {
+            Some(if self.revisions.grants.is_none() {
+                Suspension::WaitingForFirstFeed
+            } else {
+                Suspension::Stale
+            })
+        } else if self
+            .feed_refreshed_at
+            .and_then(|at| at.checked_sub(CLOCK_STEP_TOLERANCE).ok())
+            .is_some_and(|earliest| now < earliest)
+        {
+            Some(Suspension::ClockStepBack)
         } else {
-            Some(Suspension::Stale)
+            None
         }
     }
 
     /// The same snapshot (every `Arc` shared, same generation), fresh until `deadline`.
-    fn with_feed_deadline(&self, deadline: Option<Timestamp>) -> Self {
+    fn with_feed_deadline(&self, refreshed_at: Timestamp, deadline: Timestamp) -> Self {
         Self {
             bundle: Arc::clone(&self.bundle),
             store: Arc::clone(&self.store),
@@ -124,7 +151,8 @@ impl Snapshot {
             generation: self.generation,
             revisions: self.revisions.clone(),
             validation: self.validation,
-            feed_deadline: deadline,
+            feed_deadline: Some(deadline),
+            feed_refreshed_at: Some(refreshed_at),
         }
     }
 
@@ -151,6 +179,7 @@ impl Snapshot {
             generation: 1,
             validation,
             feed_deadline: None,
+            feed_refreshed_at: None,
         })
     }
 }
@@ -711,7 +740,7 @@ impl Store {
         let current = self.current();
         self.published.store(Arc::new(sorted(&state.status)));
         self.current
-            .store(Arc::new(current.with_feed_deadline(Some(fresh_until))));
+            .store(Arc::new(current.with_feed_deadline(now, fresh_until)));
     }
 
     fn reload_locked(&self, state: &mut ReloadState, now: Timestamp, pass: Pass<'_>) -> bool {
@@ -963,6 +992,10 @@ impl Store {
                     Some(fresh_until)
                 }
                 _ => current.feed_deadline,
+            },
+            feed_refreshed_at: match pass {
+                Pass::Fetched { .. } if changed.contains(&Input::Grants) => Some(now),
+                _ => current.feed_refreshed_at,
             },
         };
         if bundle_rebuilt {
@@ -1307,6 +1340,35 @@ mod remote_tests {
         assert_eq!(status.last_refresh, Some(now));
         assert_eq!(status.fresh_until, Some(deadline));
         assert_eq!(status.revision.as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn a_clock_stepped_back_behind_the_last_refresh_suspends_grants_until_the_next() {
+        let start = t("2026-12-03T18:00:00Z");
+        let (store, _) = remote_store(start);
+        store.apply_feed(&doc("1"), start);
+        let snap = store.current();
+        assert_eq!(snap.feed_refreshed_at, Some(start));
+        // Within the tolerance a slew passes; beyond it, the deadline is not trusted.
+        let slewed = start - SignedDuration::try_from(CLOCK_STEP_TOLERANCE).unwrap();
+        assert_eq!(snap.suspension(slewed), None);
+        let stepped = slewed - SignedDuration::from_nanos(1);
+        assert_eq!(snap.suspension(stepped), Some(Suspension::ClockStepBack));
+        assert!(snap.grants_suspended(start - SignedDuration::from_hours(1)));
+        // The next refresh, read by the stepped clock, makes the feed fresh again.
+        let back = start - SignedDuration::from_hours(1);
+        store.feed_refreshed(back);
+        let snap = store.current();
+        assert_eq!(snap.feed_refreshed_at, Some(back));
+        assert_eq!(snap.suspension(back), None);
+        assert_eq!(
+            snap.suspension(back + SignedDuration::from_secs(60)),
+            Some(Suspension::Stale)
+        );
+        // A new document refreshes too.
+        let later = back + SignedDuration::from_secs(10);
+        store.apply_feed(&doc("2"), later);
+        assert_eq!(store.current().feed_refreshed_at, Some(later));
     }
 
     #[test]

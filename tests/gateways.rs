@@ -43,7 +43,7 @@ async fn nginx_auth_request_allows_denies_and_honours_grant_expiry() {
     let nginx = start_nginx(elevate.port, upstream.port);
     let behaviour = Behaviour {
         passes_body: false,
-        valid_until: false,
+        valid_until: true,
         grant_secs: 6,
     };
     exercise("nginx", &nginx, &elevate, &upstream, behaviour).await;

@@ -653,7 +653,7 @@ async fn nginx_forwards_the_bearer_token_and_elevate_verifies_it() {
     let nginx = start_nginx(elevate.port, upstream.port);
     let behaviour = Behaviour {
         passes_body: false,
-        valid_until: false,
+        valid_until: true,
         grant_secs: 5,
     };
     through("nginx-jwt", &nginx, &elevate, &upstream, &keys, behaviour).await;

@@ -243,6 +243,7 @@ fn suspended(snapshot: &Snapshot) -> Snapshot {
         revisions: snapshot.revisions.clone(),
         validation: snapshot.validation,
         feed_deadline: Some(Timestamp::MIN),
+        feed_refreshed_at: None,
     }
 }
 

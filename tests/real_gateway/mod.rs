@@ -663,7 +663,8 @@ pub struct Behaviour {
     /// The gateway hands elevate's own 401/403 answer to the client (Caddy and
     /// Envoy do, nginx does not).
     pub passes_body: bool,
-    /// The gateway sets `X-Elevate-Valid-Until` upstream (and strips a client's).
+    /// The gateway sets `X-Elevate-Valid-Until` upstream (and strips a client's); the
+    /// shipped nginx and Envoy configs do (Caddy only strips it: see its Caddyfile).
     pub valid_until: bool,
     /// How long the grant of the expiry check lasts.
     pub grant_secs: i64,
