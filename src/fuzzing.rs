@@ -235,13 +235,31 @@ pub fn feed(bytes: &[u8]) {
             grant.id
         );
     }
+    // A grant is accepted only under an id no earlier grant claimed, even a rejected
+    // one: otherwise a copy slips in under the id of a grant that was refused.
+    let mut claimed: Vec<&str> = Vec::new();
+    for entry in doc.grants.iter() {
+        let id = match entry {
+            crate::feed::Entry::Parsed(g) => {
+                let id = crate::feed::raw_id(&g.id);
+                let accepted = accepted.iter().any(|a| Arc::ptr_eq(a, g));
+                assert!(
+                    !accepted || !claimed.contains(&id),
+                    "grant `{id}` was accepted under an id an earlier grant claimed"
+                );
+                Some(id)
+            }
+            crate::feed::Entry::Malformed { id, .. } => id.as_deref(),
+        };
+        claimed.extend(id);
+    }
     let again = json!({
         "revision": doc.revision,
         "generated_at": doc.generated_at,
         "grants": accepted.iter().map(|g| json!({
-            "id": g.id.to_string(),
+            "id": crate::feed::raw_id(&g.id),
             "principal": uid_json(&g.principal),
-            "role": g.role.to_string(),
+            "role": crate::feed::raw_id(&g.role),
             "scope": g.scope.to_string(),
             "not_before": g.not_before,
             "expires_at": g.expires_at,

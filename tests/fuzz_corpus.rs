@@ -317,3 +317,29 @@ proptest! {
         (TARGETS[t].1)(&bytes);
     }
 }
+
+/// Found by `cargo fuzz run feed` (the input is in the corpus too): a grant id with a
+/// quote (`g-e'pired-dave`) came back escaped (`g-e\'pired-dave`) from `PolicyId`'s
+/// `Display`, so ids were compared and reported in a form the feed never had.
+#[test]
+fn fuzz_feed_crash_grant_id_with_a_quote() {
+    let bytes = seed("feed", "crash-grant-id-quote.json");
+    fuzzing::feed(&bytes);
+    let doc = elevate::feed::parse_document(&bytes).unwrap();
+    let quoted = doc.grants.iter().find_map(|entry| match entry {
+        elevate::feed::Entry::Parsed(g) if elevate::feed::raw_id(&g.id).contains('\'') => {
+            Some(elevate::feed::raw_id(&g.id).to_owned())
+        }
+        _ => None,
+    });
+    assert_eq!(quoted.as_deref(), Some("g-e'pired-dave"));
+}
+
+/// Found by `cargo fuzz run feed`, reduced by hand: a malformed grant `g'1` claimed
+/// its id as written, the valid copy after it was checked as `g\'1` and slipped in.
+#[test]
+fn fuzz_feed_regression_rejected_quoted_id_is_still_claimed() {
+    let bytes = seed("feed", "regression-rejected-quoted-id.json");
+    fuzzing::feed(&bytes);
+    fuzzing::signed_feed(&bytes);
+}
