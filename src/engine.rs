@@ -223,7 +223,7 @@ fn link_grants(bundle: &Bundle, grants: &[Arc<Grant>]) -> (PolicySet, Vec<EvalEr
             && let Err(err) = set.add_template(role.template.clone())
         {
             errors.push(EvalError {
-                policy_id: grant.id.to_string(),
+                policy_id: crate::feed::raw_id(&grant.id).to_owned(),
                 message: err.to_string(),
             });
             continue;
@@ -236,7 +236,7 @@ fn link_grants(bundle: &Bundle, grants: &[Arc<Grant>]) -> (PolicySet, Vec<EvalEr
             // Cannot happen for a grant the feed accepted; if it does, the grant
             // simply does not apply (fail closed) and the answer says why.
             errors.push(EvalError {
-                policy_id: grant.id.to_string(),
+                policy_id: crate::feed::raw_id(&grant.id).to_owned(),
                 message: err.to_string(),
             });
         }

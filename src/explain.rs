@@ -214,8 +214,8 @@ fn find_near_misses(
         .filter(|g| satisfied.contains(&g.id))
         .map(|g| {
             let miss = NearMiss {
-                grant: g.id.to_string(),
-                role: g.role.to_string(),
+                grant: crate::feed::raw_id(&g.id).to_owned(),
+                role: crate::feed::raw_id(&g.role).to_owned(),
                 principal: g.principal.to_string(),
                 scope: g.scope.to_string(),
                 not_before: g.not_before,

@@ -225,7 +225,7 @@ impl GrantIndex {
         for (index, entry) in doc.grants.iter().enumerate() {
             match check_grant(entry, bundle, &seen) {
                 Ok(grant) => {
-                    seen.insert(grant.id.to_string());
+                    seen.insert(raw_id(&grant.id).to_owned());
                     len += 1;
                     by_principal
                         .entry(grant.principal.clone())
@@ -291,6 +291,12 @@ impl GrantIndex {
 
 type Rejected = (Option<String>, RejectReason, String);
 
+/// A policy id as written. Its `Display` escapes quotes, backslashes and control
+/// characters, so it must not be used to compare ids or to show them.
+pub fn raw_id(id: &PolicyId) -> &str {
+    id.as_ref()
+}
+
 fn check_grant<'a>(
     entry: &'a Entry,
     bundle: &Bundle,
@@ -303,7 +309,7 @@ fn check_grant<'a>(
             shape_ok: false,
         } => return Err((id.clone(), RejectReason::Malformed, message.clone())),
         Entry::Malformed { id, .. } => (id.clone().unwrap_or_default(), None),
-        Entry::Parsed(g) => (g.id.to_string(), Some(g)),
+        Entry::Parsed(g) => (raw_id(&g.id).to_owned(), Some(g)),
     };
     let reject = |reason, message: String| (Some(id.clone()), reason, message);
     if seen.contains(&id) {

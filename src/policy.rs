@@ -276,7 +276,11 @@ impl Bundle {
         for policy in statics.policies() {
             literals.extend(policy.entity_literals());
         }
-        let ids = origins.keys().map(ToString::to_string).collect();
+        // As written: `PolicyId`'s `Display` escapes quotes and backslashes.
+        let ids = origins
+            .keys()
+            .map(|id| AsRef::<str>::as_ref(id).to_owned())
+            .collect();
         let any_role_principal_in = roles.values().any(|r| r.principal_in);
         let entity_types = schema.as_ref().map(|s| s.entity_types().cloned().collect());
         Ok(Self {

@@ -92,7 +92,7 @@ pub fn run(args: &AuthorizeArgs) -> u8 {
             "reason": outcome.reasons.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "errors": outcome.errors,
         },
-        "grants": outcome.grants.iter().map(|g| g.id.to_string()).collect::<Vec<_>>(),
+        "grants": outcome.grants.iter().map(|g| crate::feed::raw_id(&g.id).to_owned()).collect::<Vec<_>>(),
         "valid_until": outcome.valid_until,
         "at": now,
     });

@@ -176,3 +176,37 @@ fn uid_objects_are_accepted_for_principal_and_scope() {
     assert_eq!(idx.in_force_count(ts("2026-12-03T17:30:00Z")), 1);
     assert_eq!(idx.in_force_count(ts("2026-12-03T18:00:00Z")), 0);
 }
+
+/// Found by `cargo fuzz run feed`: a grant id was compared in its escaped display
+/// form (`g\'1`) for a parsed grant but as written (`g'1`) for a malformed one, so a
+/// copy slipped in under the id of a rejected grant.
+#[test]
+fn fuzz_feed_a_rejected_grant_id_with_a_quote_still_claims_it() {
+    let from = "2026-12-03T17:00:00Z";
+    let until = "2026-12-03T19:00:00Z";
+    let idx = index(&[
+        grant("g'1", "not a uid", "FinOpsManager", WS1, from, until),
+        grant("g'1", ALICE, "FinOpsManager", WS1, from, until),
+    ]);
+    assert_eq!(idx.len(), 0, "{:?}", idx.rejected);
+    assert_eq!(idx.rejected[1].reason, RejectReason::DuplicateId);
+    assert_eq!(idx.rejected[1].id.as_deref(), Some("g'1"));
+}
+
+/// Found by `cargo fuzz run feed`: the id kept for a grant is the one in the feed.
+#[test]
+fn fuzz_feed_grant_ids_keep_quotes_and_backslashes() {
+    let from = "2026-12-03T17:00:00Z";
+    let until = "2026-12-03T19:00:00Z";
+    let idx = index(&[grant(
+        "g'\\\"é\u{7}",
+        ALICE,
+        "FinOpsManager",
+        WS1,
+        from,
+        until,
+    )]);
+    assert_eq!(idx.len(), 1, "{:?}", idx.rejected);
+    let g = idx.iter().next().unwrap();
+    assert_eq!(AsRef::<str>::as_ref(&g.id), "g'\\\"é\u{7}");
+}

@@ -1,0 +1,4 @@
+//! Fuzzes `elevate::fuzzing::forward_auth`; the body is a crate function, so CI runs it on stable.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| elevate::fuzzing::forward_auth(data));

@@ -1,0 +1,4 @@
+//! Fuzzes `elevate::fuzzing::policy_test`; the body is a crate function, so CI runs it on stable.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| elevate::fuzzing::policy_test(data));

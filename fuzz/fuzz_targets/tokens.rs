@@ -1,0 +1,4 @@
+//! Fuzzes `elevate::fuzzing::tokens`; the body is a crate function, so CI runs it on stable.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| elevate::fuzzing::tokens(data));
