@@ -96,6 +96,7 @@ fn fixture() -> &'static Fixture {
                     .expect("a type name"),
                 client_ip_header: Some(HeaderName::from_static(CLIENT_IP_HEADER)),
                 reload: ReloadConfig::default(),
+                jwt: None,
             },
             Arc::clone(&store),
             Arc::clone(&metrics),
@@ -116,6 +117,7 @@ fn fixture() -> &'static Fixture {
             clock: Arc::new(move || now),
             workflow: None,
             gateway: Some(gateway),
+            tls: None,
         };
         let raw = RawInputs::load(&sources(false)).expect("the shipped inputs load");
         let held = crate::feed::parse_document(

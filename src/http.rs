@@ -216,10 +216,18 @@ impl Answer {
         Self {
             decision: decision_str(outcome.decision),
             diagnostics: Diagnostics {
-                reason: outcome.reasons.iter().map(ToString::to_string).collect(),
+                reason: outcome
+                    .reasons
+                    .iter()
+                    .map(|r| crate::feed::raw_id(r).to_owned())
+                    .collect(),
                 errors: outcome.errors,
             },
-            grants: outcome.grants.iter().map(|g| g.id.to_string()).collect(),
+            grants: outcome
+                .grants
+                .iter()
+                .map(|g| crate::feed::raw_id(&g.id).to_owned())
+                .collect(),
             valid_until: outcome.valid_until,
             grants_suspended: outcome.grants_suspended,
             decision_id,
@@ -636,13 +644,17 @@ fn record(
         action: query.action.to_string(),
         resource: query.resource.to_string(),
         decision: decision_str(outcome.decision),
-        reasons: outcome.reasons.iter().map(ToString::to_string).collect(),
+        reasons: outcome
+            .reasons
+            .iter()
+            .map(|r| crate::feed::raw_id(r).to_owned())
+            .collect(),
         errors: outcome.errors.iter().map(|e| e.policy_id.clone()).collect(),
         grants: outcome
             .grants
             .iter()
             .map(|g| GrantUse {
-                id: g.id.to_string(),
+                id: crate::feed::raw_id(&g.id).to_owned(),
                 role: g.role.to_string(),
                 scope: g.scope.to_string(),
                 expires_at: g.expires_at,

@@ -765,8 +765,16 @@ fn decide(snapshot: &Snapshot, query: &Query, file: &TestFile, case: &Case) -> C
     let outcome = engine::decide(snapshot, query, case.at);
     let actual = Actual {
         decision: outcome.decision,
-        reasons: outcome.reasons.iter().map(ToString::to_string).collect(),
-        grants: outcome.grants.iter().map(|g| g.id.to_string()).collect(),
+        reasons: outcome
+            .reasons
+            .iter()
+            .map(|r| crate::feed::raw_id(r).to_owned())
+            .collect(),
+        grants: outcome
+            .grants
+            .iter()
+            .map(|g| crate::feed::raw_id(&g.id).to_owned())
+            .collect(),
         errors: outcome.errors.clone(),
         valid_until: outcome.valid_until,
     };

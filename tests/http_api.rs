@@ -1190,3 +1190,25 @@ async fn headers_trickled_past_the_header_timeout_get_the_connection_closed() {
         assert!(line.ends_with(" 0"), "no decision may be counted: {line}");
     }
 }
+
+/// A grant id with a quote and a backslash is answered, logged and put in the
+/// reasons as written, not in Cedar's escaped form of a policy id (found by fuzzing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grant_ids_are_answered_as_written() {
+    let id = r#"g'q"\1"#;
+    let server = TestServer::start(|layout| {
+        write_feed(
+            &layout.grants,
+            "1",
+            vec![grant_now(
+                id,
+                &user("alice"),
+                "FinOpsManager",
+                &uid("Workspace", "ws-1"),
+            )],
+        );
+    })
+    .await;
+    let answer = server.decide_body(&create_pm(&user("alice"), "pm-1")).await;
+    assert_answer(&answer, "Allow", &[id], &[id]);
+}

@@ -89,7 +89,7 @@ pub fn run(args: &AuthorizeArgs) -> u8 {
     let mut answer = json!({
         "decision": decision,
         "diagnostics": {
-            "reason": outcome.reasons.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "reason": outcome.reasons.iter().map(|r| crate::feed::raw_id(r).to_owned()).collect::<Vec<_>>(),
             "errors": outcome.errors,
         },
         "grants": outcome.grants.iter().map(|g| crate::feed::raw_id(&g.id).to_owned()).collect::<Vec<_>>(),

@@ -362,7 +362,11 @@ fn decide_again(snapshot: &Snapshot, record: &Recorded) -> Side {
                 } else {
                     Verdict::Deny
                 },
-                reasons: outcome.reasons.iter().map(ToString::to_string).collect(),
+                reasons: outcome
+                    .reasons
+                    .iter()
+                    .map(|r| crate::feed::raw_id(r).to_owned())
+                    .collect(),
             }
         }
         Err(err) => Side::Invalid {

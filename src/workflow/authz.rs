@@ -116,7 +116,11 @@ pub(super) fn decide(
     };
     let query = build_query(body, &snapshot.bundle, &snapshot.store, snapshot.validation)?;
     let outcome = engine::decide(snapshot, &query, now);
-    let reasons = outcome.reasons.iter().map(ToString::to_string).collect();
+    let reasons = outcome
+        .reasons
+        .iter()
+        .map(|r| crate::feed::raw_id(r).to_owned())
+        .collect();
     Ok(match outcome.decision {
         Decision::Allow => Verdict::Allow,
         Decision::Deny if !outcome.reasons.is_empty() => Verdict::Forbidden(reasons),
