@@ -1102,7 +1102,22 @@ async fn a_rejected_batch_decides_nothing() {
         answer["error"].as_str().unwrap().contains("requests[1]"),
         "{answer}"
     );
-    let metrics = server.metrics().await;
+    // A new connection: the server may close the test client's pooled one, idle since
+    // the readiness check, once the 300 ms header timeout passes (hyper times the wait
+    // for the next request's head too), and a request raced onto it would fail.
+    let fresh = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let metrics = fresh
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for line in metrics
         .lines()
         .filter(|l| l.starts_with("elevate_decisions_total{"))
@@ -1182,7 +1197,22 @@ async fn headers_trickled_past_the_header_timeout_get_the_connection_closed() {
         !String::from_utf8_lossy(&got).contains("decision"),
         "{got:?}"
     );
-    let metrics = server.metrics().await;
+    // A new connection: the server may close the test client's pooled one, idle since
+    // the readiness check, once the 300 ms header timeout passes (hyper times the wait
+    // for the next request's head too), and a request raced onto it would fail.
+    let fresh = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let metrics = fresh
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for line in metrics
         .lines()
         .filter(|l| l.starts_with("elevate_decisions_total{"))
