@@ -34,10 +34,8 @@ use cedar_policy::{Entities, EntityTypeName, EntityUid};
 use hyper::HeaderMap;
 use hyper::header::HeaderName;
 use jiff::Timestamp;
-use notify::Watcher;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ReloadConfig;
@@ -350,75 +348,23 @@ impl Gateway {
         self: &Arc<Self>,
         cancel: CancellationToken,
     ) -> Result<tokio::task::JoinHandle<()>, notify::Error> {
-        let (tx, mut rx) = mpsc::channel::<()>(1);
         let files: Vec<&Path> = std::iter::once(self.config.routes.as_path())
             .chain(self.config.jwt.as_ref().map(|j| j.keys.as_path()))
             .collect();
-        let names: Vec<_> = files
-            .iter()
-            .filter_map(|f| f.file_name().map(ToOwned::to_owned))
-            .collect();
-        let concerns = move |path: &Path| {
-            path.file_name().is_some_and(|n| {
-                names.iter().any(|name| name == n) || n.to_string_lossy().starts_with("..")
-            })
-        };
-        let mut watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                let Ok(event) = event else { return };
-                if !event.kind.is_access() && event.paths.iter().any(|p| concerns(p)) {
-                    // Full means a signal is already pending; one is enough.
-                    let _ = tx.try_send(());
-                }
-            })?;
-        let mut dirs: Vec<PathBuf> = Vec::new();
-        for file in files {
-            let dir = match file.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-                _ => PathBuf::from("."),
-            };
-            let dir = std::path::absolute(&dir).unwrap_or(dir);
-            if !dirs.contains(&dir) {
-                watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
-                dirs.push(dir);
-            }
-        }
-        let debounce = self.config.reload.debounce;
-        let max_wait = debounce * 4;
-        let rescan_every = self.config.reload.rescan;
         let gateway = Arc::clone(self);
-        Ok(tokio::spawn(async move {
-            // Dropping the watcher stops its thread, so it lives as long as this task.
-            let _watcher = watcher;
-            let mut rescan = tokio::time::interval(rescan_every);
-            rescan.tick().await;
-            loop {
-                tokio::select! {
-                    () = cancel.cancelled() => break,
-                    Some(()) = rx.recv() => {
-                        let deadline = tokio::time::Instant::now() + max_wait;
-                        loop {
-                            tokio::select! {
-                                () = cancel.cancelled() => return,
-                                () = tokio::time::sleep(debounce) => break,
-                                () = tokio::time::sleep_until(deadline) => break,
-                                Some(()) = rx.recv() => {}
-                            }
-                        }
-                    }
-                    _ = rescan.tick() => {}
+        crate::watch::spawn(
+            &files,
+            self.config.reload.debounce,
+            self.config.reload.rescan,
+            cancel,
+            move || {
+                // Each is a no-op when its file is unchanged.
+                gateway.reload();
+                if let Some(keys) = &gateway.jwt {
+                    keys.reload();
                 }
-                let gateway = Arc::clone(&gateway);
-                let _ = tokio::task::spawn_blocking(move || {
-                    // Each is a no-op when its file is unchanged.
-                    gateway.reload();
-                    if let Some(keys) = &gateway.jwt {
-                        keys.reload();
-                    }
-                })
-                .await;
-            }
-        }))
+            },
+        )
     }
 }
 

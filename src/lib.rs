@@ -11,6 +11,7 @@
 //! * [`feed`]: the grant feed, grant checks, the `GrantIndex` by principal.
 //! * [`request`]: decision requests (UIDs, context, per-request entities).
 //! * [`snapshot`]: the live `Snapshot`, reload, watchers, status.
+//! * [`watch`]: the file watcher of the route table, JWT keys, TLS files and tokens.
 //! * [`remote`]: the remote grant feed fetcher (`--grants-url`, ETag and long-poll).
 //! * [`signing`]: signed grant feeds: Ed25519 keys, the envelope, what a sidecar accepts.
 //! * [`engine`]: `decide(&Snapshot, &Query, now)`, pure.
@@ -60,5 +61,6 @@ pub mod snapshot;
 mod testutil;
 pub mod tls;
 pub mod tokens;
+pub mod watch;
 pub mod webhook;
 pub mod workflow;

@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
-use notify::Watcher;
 use prometheus::{IntCounterVec, Opts, Registry};
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
@@ -32,7 +31,6 @@ use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ClientTlsConfig, ServerTlsConfig};
@@ -405,76 +403,22 @@ impl ServerTls {
         self: &Arc<Self>,
         cancel: CancellationToken,
     ) -> Result<tokio::task::JoinHandle<()>, notify::Error> {
-        let (tx, mut rx) = mpsc::channel::<()>(1);
-        let files: Vec<PathBuf> = [Some(&self.config.cert), Some(&self.config.key)]
+        let files: Vec<&Path> = [Some(&self.config.cert), Some(&self.config.key)]
             .into_iter()
             .chain([self.config.client_ca.as_ref()])
             .flatten()
-            .cloned()
+            .map(PathBuf::as_path)
             .collect();
-        let names: Vec<std::ffi::OsString> = files
-            .iter()
-            .filter_map(|p| p.file_name().map(ToOwned::to_owned))
-            .collect();
-        let concerns = move |path: &Path| {
-            path.file_name().is_some_and(|n| {
-                names.iter().any(|name| name == n) || n.to_string_lossy().starts_with("..")
-            })
-        };
-        let mut watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                let Ok(event) = event else { return };
-                if !event.kind.is_access() && event.paths.iter().any(|p| concerns(p)) {
-                    // Full means a signal is already pending; one is enough.
-                    let _ = tx.try_send(());
-                }
-            })?;
-        let mut dirs: Vec<PathBuf> = files
-            .iter()
-            .map(|p| {
-                let dir = match p.parent() {
-                    Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-                    _ => PathBuf::from("."),
-                };
-                std::path::absolute(&dir).unwrap_or(dir)
-            })
-            .collect();
-        dirs.sort();
-        dirs.dedup();
-        for dir in &dirs {
-            watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
-        }
-        let debounce = self.config.reload.debounce;
-        let max_wait = debounce * 4;
-        let rescan_every = self.config.reload.rescan;
         let tls = Arc::clone(self);
-        Ok(tokio::spawn(async move {
-            // Dropping the watcher stops its thread, so it lives as long as this task.
-            let _watcher = watcher;
-            let mut rescan = tokio::time::interval(rescan_every);
-            rescan.tick().await;
-            loop {
-                tokio::select! {
-                    () = cancel.cancelled() => break,
-                    Some(()) = rx.recv() => {
-                        // A cert and its key are usually written one after the other:
-                        // wait for quiet, up to `max_wait` after the first event.
-                        let deadline = tokio::time::Instant::now() + max_wait;
-                        loop {
-                            tokio::select! {
-                                () = cancel.cancelled() => return,
-                                () = tokio::time::sleep(debounce) => break,
-                                () = tokio::time::sleep_until(deadline) => break,
-                                Some(()) = rx.recv() => {}
-                            }
-                        }
-                    }
-                    _ = rescan.tick() => {}
-                }
-                let tls = Arc::clone(&tls);
-                let _ = tokio::task::spawn_blocking(move || tls.reload()).await;
-            }
-        }))
+        crate::watch::spawn(
+            &files,
+            self.config.reload.debounce,
+            self.config.reload.rescan,
+            cancel,
+            move || {
+                tls.reload();
+            },
+        )
     }
 }
 

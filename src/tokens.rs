@@ -17,10 +17,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use cedar_policy::EntityUid;
 use jiff::Timestamp;
-use notify::Watcher;
 use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// What every token made by [`new_token`] starts with, so a leaked one is easy to
@@ -431,57 +429,10 @@ impl Tokens {
         self: &Arc<Self>,
         cancel: CancellationToken,
     ) -> Result<tokio::task::JoinHandle<()>, notify::Error> {
-        let (tx, mut rx) = mpsc::channel::<()>(1);
-        let name = self.path.file_name().map(ToOwned::to_owned);
-        let concerns = move |path: &Path| {
-            path.file_name().is_some_and(|n| {
-                Some(n) == name.as_deref() || n.to_string_lossy().starts_with("..")
-            })
-        };
-        let mut watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                let Ok(event) = event else { return };
-                if !event.kind.is_access() && event.paths.iter().any(|p| concerns(p)) {
-                    // Full means a signal is already pending; one is enough.
-                    let _ = tx.try_send(());
-                }
-            })?;
-        let dir = match self.path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let dir = std::path::absolute(&dir).unwrap_or(dir);
-        watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
-        // However busy the directory, a change goes live within this long.
-        let max_wait = DEBOUNCE * 4;
         let tokens = Arc::clone(self);
-        Ok(tokio::spawn(async move {
-            // Dropping the watcher stops its thread, so it lives as long as this task.
-            let _watcher = watcher;
-            let mut rescan = tokio::time::interval(RESCAN);
-            rescan.tick().await;
-            loop {
-                tokio::select! {
-                    () = cancel.cancelled() => break,
-                    Some(()) = rx.recv() => {
-                        // Every further event restarts the debounce, up to `max_wait`
-                        // after the first one.
-                        let deadline = tokio::time::Instant::now() + max_wait;
-                        loop {
-                            tokio::select! {
-                                () = cancel.cancelled() => return,
-                                () = tokio::time::sleep(DEBOUNCE) => break,
-                                () = tokio::time::sleep_until(deadline) => break,
-                                Some(()) = rx.recv() => {}
-                            }
-                        }
-                    }
-                    _ = rescan.tick() => {}
-                }
-                let tokens = Arc::clone(&tokens);
-                let _ = tokio::task::spawn_blocking(move || tokens.reload()).await;
-            }
-        }))
+        crate::watch::spawn(&[&self.path], DEBOUNCE, RESCAN, cancel, move || {
+            tokens.reload();
+        })
     }
 }
 
