@@ -43,7 +43,7 @@ fn main() {
     println!(
         "+ snapshot with {} grants, {} entities: {:.1} MB",
         snapshot.grants.len(),
-        snapshot.store.entities.len(),
+        snapshot.store.len(),
         rss_mb()
     );
     drop(raw);

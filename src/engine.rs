@@ -106,9 +106,10 @@ impl Slices {
     /// store's hierarchy would then miss policies on those groups, so such a request
     /// gets every policy.
     pub fn for_query(&self, query: &Query) -> &PolicySet {
-        match (self.by_action.get(&query.action), &query.entities) {
-            (Some(slice), None) => &slice.policies,
-            (Some(slice), Some(merged)) if slice.holds_in(&query.action, merged) => &slice.policies,
+        match self.by_action.get(&query.action) {
+            Some(slice) if !query.merged || slice.holds_in(&query.action, &query.entities) => {
+                &slice.policies
+            }
             _ => &self.all,
         }
     }
@@ -150,7 +151,7 @@ impl Outcome {
 
 /// Decides `query` against `snapshot` as of `now`.
 pub fn decide(snapshot: &Snapshot, query: &Query, now: Timestamp) -> Outcome {
-    let entities = query.entities.as_ref().unwrap_or(&snapshot.store.entities);
+    let entities = &query.entities;
     let authorizer = Authorizer::new();
     let statics = snapshot.slices.for_query(query);
     let static_response = authorizer.is_authorized(&query.request, statics, entities);
@@ -302,7 +303,7 @@ pub fn in_force_grants(snapshot: &Snapshot, query: &Query, now: Timestamp) -> Ve
     if snapshot.grants_suspended(now) {
         return Vec::new();
     }
-    let entities = query.entities.as_ref().unwrap_or(&snapshot.store.entities);
+    let entities = &query.entities;
     active_grants(snapshot, query, entities, now)
 }
 
@@ -318,7 +319,7 @@ pub fn principal_grants(
     if index.is_empty() {
         return Vec::new();
     }
-    let entities = query.entities.as_ref().unwrap_or(&snapshot.store.entities);
+    let entities = &query.entities;
     let bundle = &snapshot.bundle;
     let mut found: Vec<Arc<Grant>> = Vec::new();
     let mut take = |grants: &[Arc<Grant>]| {
@@ -355,7 +356,7 @@ pub fn satisfied_grants(
     if grants.is_empty() {
         return (Vec::new(), Vec::new());
     }
-    let entities = query.entities.as_ref().unwrap_or(&snapshot.store.entities);
+    let entities = &query.entities;
     let (set, mut errors) = link_grants(&snapshot.bundle, grants);
     let response = Authorizer::new().is_authorized(&query.request, &set, entities);
     let outcome = from_responses(&response, None, &[]);
@@ -372,7 +373,7 @@ pub fn satisfied_grants(
 /// The static permits `query` satisfies, sorted. Cedar names only the satisfied
 /// forbids of a Deny, so this asks the permits of the action's slice alone.
 pub fn satisfied_static_permits(snapshot: &Snapshot, query: &Query) -> Vec<PolicyId> {
-    let entities = query.entities.as_ref().unwrap_or(&snapshot.store.entities);
+    let entities = &query.entities;
     let mut permits = PolicySet::new();
     for policy in snapshot.slices.for_query(query).policies() {
         if policy.effect() == cedar_policy::Effect::Permit {
@@ -390,13 +391,14 @@ pub fn satisfied_static_permits(snapshot: &Snapshot, query: &Query) -> Vec<Polic
 }
 
 /// The same question asked of Cedar with every policy and every in-force grant in
-/// one set: the reference the sliced evaluation must equal. Tests and benchmarks only.
+/// one set, against `entities` (Cedar's own store of every entity, with the request's
+/// merged in): the reference the sliced evaluation must equal. Tests and benchmarks only.
 pub fn decide_unsliced(
     snapshot: &Snapshot,
     query: &Query,
+    entities: &Entities,
     now: Timestamp,
 ) -> (Decision, Vec<String>, Vec<String>) {
-    let entities = query.entities.as_ref().unwrap_or(&snapshot.store.entities);
     let mut set = snapshot.slices.unsliced().clone();
     let grants: Vec<Arc<Grant>> = snapshot
         .grants

@@ -398,7 +398,7 @@ pub fn routes(bytes: &[u8]) {
             None,
             &headers,
             &table,
-            &snapshot.store.entities,
+            &snapshot.store,
         );
         let _ = decide_body(body, &snapshot, fixture().now);
     }

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
-use cedar_policy::{Entities, EntityTypeName, EntityUid};
+use cedar_policy::{EntityTypeName, EntityUid};
 use hyper::HeaderMap;
 use hyper::header::HeaderName;
 use jiff::Timestamp;
@@ -39,6 +39,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ReloadConfig;
+use crate::entities::EntityStore;
 use crate::metrics::Metrics;
 use crate::request::Body;
 use crate::snapshot::Store;
@@ -415,7 +416,7 @@ pub fn body_for(
     client_ip: Option<IpAddr>,
     headers: &HeaderMap,
     table: &RouteTable,
-    stored: &Entities,
+    stored: &EntityStore,
 ) -> Body {
     let mut context = matched.context();
     if let Some(ip) = client_ip {
@@ -445,7 +446,7 @@ pub fn body_for(
     let mut made = Vec::new();
     for link in matched.chain() {
         let Some(parent) = &link.parent else { break };
-        if stored.get(&link.uid).is_some() {
+        if stored.contains(&link.uid) {
             break;
         }
         made.push(json!({"uid": uid_json(&link.uid), "attrs": {}, "parents": [uid_json(parent)]}));

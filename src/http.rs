@@ -112,7 +112,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Request(e) | Self::BatchItem { error: e, .. } => {
-                if e.is_unprocessable() {
+                if e.is_internal() {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else if e.is_unprocessable() {
                     StatusCode::UNPROCESSABLE_ENTITY
                 } else {
                     StatusCode::BAD_REQUEST
@@ -580,7 +582,7 @@ impl App {
                 "roles": snapshot.bundle.roles.keys().map(ToString::to_string).collect::<Vec<_>>(),
                 "findings": snapshot.bundle.findings.len() + snapshot.store.findings.len(),
             },
-            "entities": snapshot.store.entities.len(),
+            "entities": snapshot.store.len(),
             "workflow": self.workflow.as_ref().map(|w| json!({
                 "service": w.service.status(),
                 "tokens": w.tokens.status(),

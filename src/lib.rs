@@ -40,6 +40,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod entities;
 pub mod envoy;
 pub mod eventlog;
 pub mod explain;

@@ -1,5 +1,5 @@
 //! Policies, schema and entities: reading them from disk, Cedar validation, and the
-//! immutable [`Bundle`] and [`EntityStore`] a snapshot is made of.
+//! immutable [`Bundle`] a snapshot is made of (the entities are in [`crate::entities`]).
 //!
 //! Everything here is built once per reload, off the request path, and never mutated
 //! after it is published. Grants are not here: they live in `feed`, which links them
@@ -467,59 +467,6 @@ pub fn action_constraint_matches(
         ActionConstraint::In(groups) => groups
             .iter()
             .any(|g| g == action || entities.is_ancestor_of(g, action)),
-    }
-}
-
-/// The entity data, parsed with the schema when there is one.
-#[derive(Debug)]
-pub struct EntityStore {
-    pub entities: Entities,
-    pub findings: Vec<String>,
-}
-
-impl EntityStore {
-    /// Parses entities JSON (or none, for an empty store) against the bundle's schema.
-    ///
-    /// # Errors
-    /// The JSON is not Cedar entities, or (in strict mode) does not conform to the schema.
-    pub fn build(
-        file: Option<&SourceFile>,
-        schema: Option<&Schema>,
-        validation: Validation,
-    ) -> Result<Self, PolicyError> {
-        let mut findings = Vec::new();
-        let (path, text) = match file {
-            Some(f) => (f.path.clone(), f.text.as_str()),
-            None => (PathBuf::from("(none)"), "[]"),
-        };
-        let invalid = |message: String| PolicyError::Entities {
-            path: path.clone(),
-            message,
-        };
-        let entities = match Entities::from_json_str(text, schema) {
-            Ok(entities) => entities,
-            Err(err) => match (validation, schema) {
-                (Validation::Warn, Some(schema)) => {
-                    findings.push(format!("{}: {}", path.display(), one_line(&err)));
-                    let plain =
-                        Entities::from_json_str(text, None).map_err(|e| invalid(one_line(&e)))?;
-                    let actions = schema
-                        .action_entities()
-                        .map_err(|e| invalid(one_line(&e)))?;
-                    // Action entities the data already defines win over the schema's copy.
-                    let missing: Vec<_> = actions
-                        .iter()
-                        .filter(|a| plain.get(&a.uid()).is_none())
-                        .cloned()
-                        .collect();
-                    plain
-                        .add_entities(missing, None)
-                        .map_err(|e| invalid(one_line(&e)))?
-                }
-                _ => return Err(invalid(one_line(&err))),
-            },
-        };
-        Ok(Self { entities, findings })
     }
 }
 

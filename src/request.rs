@@ -1,25 +1,23 @@
 //! The decision request: UIDs in both JSON forms, context parsed with the schema,
-//! and per-request entities merged with the entity store without copying it.
+//! and the entities the request can reach, sliced out of the entity store.
 //!
-//! Merging works on a slice: the entities a request can reach (its principal,
-//! action, resource, entities named in its context or in the policies, and
-//! everything reachable from those through attributes, tags and parents) are
-//! copied out of the store next to the body's entities. A request without body
-//! entities uses the store as it is and pays nothing.
+//! The slice holds the principal, action and resource, the entities the context and
+//! the policies name, and whatever their attributes and tags name, transitively (see
+//! [`crate::entities`]); a body's own entities are merged into it.
 
-use std::collections::HashSet;
 use std::str::FromStr;
 
 use cedar_policy::{
-    Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, EvalResult, Request,
-    RestrictedExpression, Schema,
+    Context, Entities, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression, Schema,
 };
 use serde::Deserialize;
 
 use crate::config::Validation;
-use crate::policy::{Bundle, EntityStore, one_line};
+use crate::entities::{EntityStore, SliceError};
+use crate::policy::{Bundle, one_line};
 
-/// A client mistake in a decision request. Every variant is a 4xx.
+/// Why a decision request cannot be decided: a client mistake (a 4xx), except
+/// [`RequestError::Store`].
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RequestError {
     #[error("request body is not valid JSON: {0}")]
@@ -39,6 +37,9 @@ pub enum RequestError {
     EntityConflict(String),
     #[error("request does not conform to the schema: {0}")]
     Schema(String),
+    /// Not the client's mistake: the server's entity store failed (a 500).
+    #[error("{0}")]
+    Store(String),
 }
 
 impl RequestError {
@@ -48,6 +49,11 @@ impl RequestError {
             self,
             Self::Schema(_) | Self::Context(_) | Self::Entities(_) | Self::EntityConflict(_)
         )
+    }
+
+    /// The server failed, not the request.
+    pub fn is_internal(&self) -> bool {
+        matches!(self, Self::Store(_))
     }
 }
 
@@ -71,8 +77,10 @@ pub struct Query {
     pub action: EntityUid,
     pub resource: EntityUid,
     pub request: Request,
-    /// `Some` only when the body brought entities: the merged slice for this request.
-    pub entities: Option<Entities>,
+    /// The entities evaluation can reach, with the body's own merged in.
+    pub entities: Entities,
+    /// Whether the body brought entities.
+    pub merged: bool,
 }
 
 /// Parses a UID given as `Type::"id"`, `{"type": .., "id": ..}` or `{"__entity": {..}}`.
@@ -133,10 +141,10 @@ pub fn build_query(
         Some(serde_json::Value::Array(a)) => !a.is_empty(),
         Some(_) => true,
     };
-    // The entities the context names seed the per-request entity slice; collect them
-    // before Cedar consumes the context, so the context is moved, never copied.
+    // The entities the context names seed the entity slice; collect them before Cedar
+    // consumes the context, so the context is moved, never copied.
     let mut context_uids = Vec::new();
-    if has_body_entities && let Some(ctx) = &body.context {
+    if let Some(ctx) = &body.context {
         collect_json_uids(ctx, &mut context_uids);
     }
     let new_request = |context| {
@@ -169,20 +177,22 @@ pub fn build_query(
         }
     };
 
+    let roots = [&principal, &action, &resource]
+        .into_iter()
+        .chain(&context_uids)
+        .chain(&bundle.entity_literals);
     let entities = match body.entities {
         Some(value) if has_body_entities => {
-            let mut roots = vec![principal.clone(), action.clone(), resource.clone()];
-            roots.append(&mut context_uids);
-            roots.extend(bundle.entity_literals.iter().cloned());
-            Some(merge_entities(
-                value,
-                roots,
-                schema,
-                &store.entities,
-                validation,
-            )?)
+            let extra = body_entities(value, schema, validation)?;
+            store.slice_with(roots, extra).map_err(|e| match e {
+                SliceError::Conflict(uid) => RequestError::EntityConflict(uid),
+                SliceError::Invalid(message) => RequestError::Entities(message),
+                SliceError::Corrupt(c) => RequestError::Store(c.to_string()),
+            })?
         }
-        _ => None,
+        _ => store
+            .slice(roots)
+            .map_err(|e| RequestError::Store(e.to_string()))?,
     };
     Ok(Query {
         principal,
@@ -190,6 +200,7 @@ pub fn build_query(
         resource,
         request,
         entities,
+        merged: has_body_entities,
     })
 }
 
@@ -210,13 +221,14 @@ fn flat_context(value: &serde_json::Value) -> Option<Context> {
     Context::from_pairs(pairs).ok()
 }
 
-fn merge_entities(
+/// A body's `entities`, parsed with the schema (without it in warn mode, when the
+/// schema rejects them). Action entities the schema declares are dropped: the store
+/// holds the schema's copies, the ones the policy slices were cut with.
+fn body_entities(
     value: serde_json::Value,
-    mut roots: Vec<EntityUid>,
     schema: Option<&Schema>,
-    base: &Entities,
     validation: Validation,
-) -> Result<Entities, RequestError> {
+) -> Result<Vec<cedar_policy::Entity>, RequestError> {
     let parsed = match Entities::from_json_value(value.clone(), schema) {
         Ok(parsed) => parsed,
         Err(err) if validation == Validation::Warn && schema.is_some() => {
@@ -227,64 +239,10 @@ fn merge_entities(
         Err(err) => return Err(RequestError::Entities(one_line(&err))),
     };
     let is_action = |uid: &EntityUid| schema.is_some_and(|s| s.actions().any(|a| a == uid));
-    for entity in parsed.iter() {
-        let uid = entity.uid();
-        if is_action(&uid) {
-            // The schema's own copy of an action entity; it is in the store already.
-            continue;
-        }
-        if base.get(&uid).is_some() {
-            return Err(RequestError::EntityConflict(uid.to_string()));
-        }
-        roots.push(uid);
-    }
-
-    let mut seen: HashSet<EntityUid> = HashSet::new();
-    let mut slice: Vec<Entity> = Vec::new();
-    while let Some(uid) = roots.pop() {
-        if !seen.insert(uid.clone()) {
-            continue;
-        }
-        let entity = match parsed.get(&uid).filter(|_| !is_action(&uid)) {
-            Some(e) => e,
-            None => match base.get(&uid) {
-                Some(e) => e,
-                None => continue,
-            },
-        };
-        for (_, value) in entity.attrs().chain(entity.tags()) {
-            if let Ok(value) = value {
-                collect_value_uids(&value, &mut roots);
-            }
-        }
-        let (_, _, parents) = entity.clone().into_inner();
-        roots.extend(parents);
-        // Action entities come from the store even with a schema: the store's
-        // hierarchy is the one the policy slices were cut with and the one a
-        // request without body entities sees. `from_entities` accepts them with the
-        // schema only if they equal its declarations, and the `warn` fallback
-        // below would otherwise lose the action hierarchy altogether.
-        slice.push(entity.clone());
-    }
-    match Entities::from_entities(slice.clone(), schema) {
-        Ok(entities) => Ok(entities),
-        Err(err) if validation == Validation::Warn && schema.is_some() => {
-            let plain = Entities::from_entities(slice, None)
-                .map_err(|e| RequestError::Entities(one_line(&e)))?;
-            tracing::debug!(error = %one_line(&err), "merged entities do not conform to the schema");
-            Ok(plain)
-        }
-        Err(err) => Err(RequestError::Entities(one_line(&err))),
-    }
-}
-
-fn collect_value_uids(value: &EvalResult, out: &mut Vec<EntityUid>) {
-    match value {
-        EvalResult::EntityUid(uid) => out.push(uid.clone()),
-        EvalResult::Set(set) => set.iter().for_each(|v| collect_value_uids(v, out)),
-        EvalResult::Record(record) => record.iter().for_each(|(_, v)| collect_value_uids(v, out)),
-        _ => {}
-    }
+    Ok(parsed
+        .into_iter()
+        .filter(|entity| !is_action(&entity.uid()))
+        .collect())
 }
 
 /// Every JSON object that could denote an entity, conservatively: a superset costs

@@ -27,9 +27,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ReloadConfig, RemoteFeedConfig, Sources, Validation};
 use crate::engine::Slices;
+use crate::entities::EntityStore;
 use crate::feed::{self, Document, GrantIndex};
 use crate::metrics::Metrics;
-use crate::policy::{self, Bundle, EntityStore, PolicyError, SourceFile};
+use crate::policy::{self, Bundle, PolicyError, SourceFile};
 use crate::signing::{self, FeedTrust};
 
 /// One reloadable input. The label set of `elevate_reload_total{input}`.
@@ -169,7 +170,7 @@ impl Snapshot {
             Some(doc) => GrantIndex::build(doc, &bundle),
             None => GrantIndex::default(),
         };
-        let slices = Slices::build(&bundle, &store.entities);
+        let slices = Slices::build(&bundle, store.action_entities());
         Ok(Self {
             revisions: raw.revisions(),
             bundle: Arc::new(bundle),
@@ -957,7 +958,7 @@ impl Store {
             Arc::clone(&current.grants)
         };
         let slices = if bundle_rebuilt || store_rebuilt {
-            Arc::new(Slices::build(&bundle, &store.entities))
+            Arc::new(Slices::build(&bundle, store.action_entities()))
         } else {
             Arc::clone(&current.slices)
         };

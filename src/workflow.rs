@@ -1179,7 +1179,7 @@ impl Workflow {
     }
 
     fn check_known(&self, uid: &EntityUid) -> Result<(), WorkflowError> {
-        if self.snapshot.store.entities.get(uid).is_some() {
+        if self.snapshot.store.contains(uid) {
             Ok(())
         } else {
             Err(WorkflowError::UnknownEntity {

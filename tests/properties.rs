@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::OnceLock;
 
-use cedar_policy::{Decision, EntityTypeName, EntityUid, PolicyId};
+use cedar_policy::{Decision, Entities, EntityTypeName, EntityUid, PolicyId};
 use elevate::config::Validation;
 use elevate::engine::{Outcome, decide, decide_unsliced};
 use elevate::feed::{Grant, parse_document};
@@ -120,15 +120,46 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
-/// `decide` and the unsliced reference agree on decision, reasons and error ids.
+/// Cedar's own entity store for a request: every entity of `text` parsed by Cedar in
+/// one piece, with the body's entities added by Cedar (less the action entities the
+/// schema declares, which the store holds already).
+fn reference(text: &str, snapshot: &Snapshot, body: &Value) -> Entities {
+    let schema = snapshot.bundle.schema.as_ref();
+    let store = Entities::from_json_str(text, schema)
+        .or_else(|_| Entities::from_json_str(text, None))
+        .unwrap();
+    let declared = |e: &Value| {
+        schema.is_some_and(|s| {
+            let uid = format!(
+                "{}::{}",
+                e["uid"]["type"].as_str().unwrap_or(""),
+                Value::String(e["uid"]["id"].as_str().unwrap_or("").to_owned())
+            );
+            s.actions().any(|a| a.to_string() == uid)
+        })
+    };
+    match body.get("entities") {
+        Some(Value::Array(items)) if !items.is_empty() => {
+            let items: Vec<Value> = items.iter().filter(|e| !declared(e)).cloned().collect();
+            store
+                .add_entities_from_json_value(Value::Array(items), schema)
+                .unwrap()
+        }
+        _ => store,
+    }
+}
+
+/// `decide` and the unsliced reference (every policy, every grant, Cedar's own store
+/// of every entity) agree on decision, reasons and error ids.
 fn assert_sliced_eq_unsliced(
     snapshot: &Snapshot,
     q: &Query,
+    reference: &Entities,
     now: Timestamp,
     what: &str,
 ) -> Result<(), TestCaseError> {
     let outcome = decide(snapshot, q, now);
-    let (decision, reasons, errors) = decide_unsliced(snapshot, q, now);
+    let (decision, reasons, errors) = decide_unsliced(snapshot, q, reference, now);
     let got_reasons = sorted(outcome.reasons.iter().map(ToString::to_string).collect());
     let got_errors = sorted(outcome.errors.iter().map(|e| e.policy_id.clone()).collect());
     prop_assert_eq!(
@@ -206,7 +237,7 @@ fn shipped() -> &'static Shipped {
             feed_hash: None,
         };
         let snapshot = Snapshot::build(&raw, Validation::Strict).unwrap();
-        let store = &snapshot.store.entities;
+        let store = snapshot.store.to_entities().unwrap();
 
         let schema_ref = snapshot.bundle.schema.as_ref().unwrap();
         let project = EntityTypeName::from_str("Project").unwrap();
@@ -251,7 +282,7 @@ fn shipped() -> &'static Shipped {
                 actions: (0..actions.len())
                     .filter(|i| {
                         let uid = EntityUid::from_str(&actions[*i].uid).unwrap();
-                        role.may_match_action(&uid, store)
+                        role.may_match_action(&uid, &store)
                     })
                     .collect(),
             })
@@ -870,7 +901,8 @@ proptest! {
         for spec in &requests {
             let (body, now) = shipped_request(spec, &grants, None);
             let q = query(&snapshot, &body);
-            assert_sliced_eq_unsliced(&snapshot, &q, now, &body.to_string())?;
+            let full = reference(&shipped().entities.text, &snapshot, &body);
+            assert_sliced_eq_unsliced(&snapshot, &q, &full, now, &body.to_string())?;
         }
     }
 }
@@ -1360,9 +1392,11 @@ fn check_world(world: &World, requests: &[WorldRequest]) -> Result<(), TestCaseE
         let body = request.body(&grants);
         let q = query(&snapshot, &body);
         let now = resolve_now(&request.now, &grants, request.target(&grants));
+        let full = reference(&world.entities().to_string(), &snapshot, &body);
         assert_sliced_eq_unsliced(
             &snapshot,
             &q,
+            &full,
             now,
             &format!("{body}\npolicies:\n{}", world.policies()),
         )?;
@@ -1429,7 +1463,8 @@ fn request_entities_extending_the_action_hierarchy_cannot_skip_a_forbid() {
         "entities": [{"uid": uid("Action", "h0"), "attrs": {}, "parents": [uid("Action", "g0")]}],
     });
     let q = query(&snapshot, &body);
-    let (decision, reasons, _) = decide_unsliced(&snapshot, &q, base());
+    let full = reference(&entities.to_string(), &snapshot, &body);
+    let (decision, reasons, _) = decide_unsliced(&snapshot, &q, &full, base());
     assert_eq!(
         (decision, reasons),
         (Decision::Deny, vec!["no-g0".to_owned()])

@@ -1233,7 +1233,7 @@ pub fn start_with_options(
         generation = snap.generation,
         policies = snap.bundle.statics.policies().count(),
         roles = snap.bundle.roles.len(),
-        entities = snap.store.entities.len(),
+        entities = snap.store.len(),
         grants = snap.grants.len(),
         grants_url = store.remote_feed_url(),
         "elevate serving"

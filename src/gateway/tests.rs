@@ -137,7 +137,7 @@ fn decide_on(
         Some("10.0.0.7".parse().unwrap()),
         &headers(&[("x-request-id", "r-1")]),
         &table,
-        &snapshot.store.entities,
+        &snapshot.store,
     );
     let query =
         request::build_query(body, &snapshot.bundle, &snapshot.store, snapshot.validation).unwrap();
@@ -291,7 +291,7 @@ fn the_context_carries_the_client_ip_the_http_request_and_selected_headers() {
         Some("192.0.2.9".parse().unwrap()),
         &headers(&[("x-request-id", "r-7"), ("x-other", "not selected")]),
         &table,
-        &shipped().store.entities,
+        &shipped().store,
     );
     assert_eq!(
         body.resource,
@@ -330,7 +330,7 @@ fn per_request_entities_stop_at_the_first_stored_link() {
         None,
         &HeaderMap::new(),
         &table,
-        &shipped().store.entities,
+        &shipped().store,
     );
     // bb-new and t-new are new; checkout is stored, so the chain ends there.
     assert_eq!(

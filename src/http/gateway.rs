@@ -195,7 +195,7 @@ impl App {
             client_ip,
             headers,
             &table,
-            &snapshot.store.entities,
+            &snapshot.store,
         );
         let (query, answer) = match self.decide_body(
             &snapshot,
@@ -298,7 +298,13 @@ impl App {
                 self.decide_body(&snapshot, body, now, started, bytes.len())
                     .map_err(|e| {
                         (
-                            if e.is_unprocessable() { 422 } else { 400 },
+                            if e.is_internal() {
+                                500
+                            } else if e.is_unprocessable() {
+                                422
+                            } else {
+                                400
+                            },
                             authzen_message(&e),
                         )
                     })

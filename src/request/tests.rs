@@ -112,17 +112,16 @@ fn body_entities_may_add_but_not_replace_stored_entities() {
         "entities": [{"uid": {"type": "Project", "id": "new"}, "attrs": {}, "parents": [{"type": "Workspace", "id": "ws-1"}]}]
     }));
     let query = build_query(add, &snap.bundle, &snap.store, snap.validation).unwrap();
-    let merged = query
-        .entities
-        .expect("body entities make a per-request slice");
-    // The slice holds the new entity, its parent chain, and the principal's own data.
+    assert!(query.merged, "body entities are merged into the slice");
+    let merged = query.entities;
+    // The slice holds the new entity, the stored parent it names, and the principal's
+    // own data; the parent's ancestors come with it, not their data.
     let has = |s: &str| merged.get(&s.parse().unwrap()).is_some();
     assert!(has(r#"Project::"new""#));
     assert!(has(r#"Workspace::"ws-1""#));
-    assert!(has(r#"Organization::"acme""#));
     assert!(has(r#"User::"alice""#));
     assert!(
-        merged.len() < snap.store.entities.len(),
+        merged.len() < snap.store.len(),
         "a slice, not a copy of the store"
     );
     let new: EntityUid = r#"Project::"new""#.parse().unwrap();
@@ -134,7 +133,7 @@ fn body_entities_may_add_but_not_replace_stored_entities() {
 }
 
 #[test]
-fn requests_without_body_entities_use_the_store_as_is() {
+fn requests_without_body_entities_get_a_slice_of_the_store() {
     let snap = shipped_with_feed(&feed_of(&[]));
     for entities in [None, Some(json!(null)), Some(json!([]))] {
         let mut v = json!({"principal": "User::\"alice\"", "action": "Action::\"readProject\"", "resource": "Project::\"p\""});
@@ -142,7 +141,16 @@ fn requests_without_body_entities_use_the_store_as_is() {
             v["entities"] = e;
         }
         let query = build_query(body(v), &snap.bundle, &snap.store, snap.validation).unwrap();
-        assert!(query.entities.is_none());
+        assert!(!query.merged);
+        let alice: EntityUid = r#"User::"alice""#.parse().unwrap();
+        assert!(
+            query.entities.get(&alice).is_some(),
+            "the principal is in the slice"
+        );
+        assert!(
+            query.entities.len() < snap.store.len(),
+            "a slice, not the store"
+        );
     }
 }
 
@@ -188,14 +196,13 @@ fn body_entities_keep_the_store_action_hierarchy_in_warn_mode() {
     );
     let read: EntityUid = r#"Action::"read""#.parse().unwrap();
     let grp: EntityUid = r#"Action::"grp""#.parse().unwrap();
-    assert!(store.entities.is_ancestor_of(&grp, &read));
+    assert!(store.action_entities().is_ancestor_of(&grp, &read));
 
     let v = json!({"principal": "User::\"alice\"", "action": "Action::\"read\"", "resource": "Doc::\"d\"",
         "entities": [{"uid": {"type": "Doc", "id": "d"}, "attrs": {}, "parents": []}]});
     let query = build_query(body(v), &bundle, &store, Validation::Warn).unwrap();
-    let merged = query
-        .entities
-        .expect("body entities make a per-request slice");
+    assert!(query.merged, "body entities are merged into the slice");
+    let merged = query.entities;
     assert!(
         merged.is_ancestor_of(&grp, &read),
         "the merged slice keeps `read in grp`"

@@ -92,8 +92,7 @@ impl Resource<'_> {
 /// `text` as a `User` of the entity data, when it is one.
 fn known_user(text: &str, snapshot: &Snapshot) -> Option<EntityUid> {
     let uid = EntityUid::from_str(text.trim()).ok()?;
-    (uid.type_name().basename() == "User" && snapshot.store.entities.get(&uid).is_some())
-        .then_some(uid)
+    (uid.type_name().basename() == "User" && snapshot.store.contains(&uid)).then_some(uid)
 }
 
 /// Decides `actor` doing `action` on `resource`, as the decision API would.
