@@ -15,7 +15,8 @@
 //! `bare_cedar_all_links` (every static policy plus every grant linked in one set).
 //! `grant_allow_parts` splits the grant request further with Cedar's own API (UID
 //! parsing, context and `Request::new` with and without the schema, the sliced static
-//! evaluation, linking the principal's grant, evaluating it).
+//! evaluation, linking the principal's grant, evaluating it) and times the entity
+//! slice (`slice_hot` from the decoded-entity cache, `slice_cold` decoding each).
 //! Every decision is checked before it is measured.
 //!
 //! Run: `cargo bench --bench decision -- --warm-up-time 1 --measurement-time 3`
@@ -203,7 +204,9 @@ fn bench_decision(c: &mut Criterion) {
         let (_, base) = &fixtures[0];
         let bare_query = query(base, &bytes);
         let statics = &base.bundle.statics;
-        let entities = &base.store.entities;
+        // Cedar's own store of every entity, as a bare server would hold it.
+        let full = base.store.to_entities().unwrap();
+        let entities = &full;
         let bare = authorizer.is_authorized(&bare_query.request, statics, entities);
         let bare_expected = match case {
             Case::Grant => Decision::Deny,
@@ -227,7 +230,7 @@ fn bench_decision(c: &mut Criterion) {
             case.check(&outcome, n);
             // The sliced, per-principal evaluation equals Cedar over everything.
             let started = Instant::now();
-            let (decision, reasons, errors) = engine::decide_unsliced(snapshot, &q, now);
+            let (decision, reasons, errors) = engine::decide_unsliced(snapshot, &q, &full, now);
             eprintln!(
                 "setup: decide_unsliced with {n} grants took {:.2?}",
                 started.elapsed()
@@ -285,7 +288,8 @@ fn bench_decision(c: &mut Criterion) {
     let bytes = Case::Grant.body();
     let (_, snapshot) = &fixtures[1];
     let schema = snapshot.bundle.schema.as_ref().unwrap();
-    let entities = &snapshot.store.entities;
+    let full = snapshot.store.to_entities().unwrap();
+    let entities = &full;
     let body = parse(&bytes);
     let q = query(snapshot, &bytes);
     let context_json = body.context.clone().unwrap();
@@ -381,6 +385,33 @@ fn bench_decision(c: &mut Criterion) {
             );
         });
     }
+    // The entity slice for the request: decoded entities from the cache (hot), and
+    // with a cache of one entity, so every entity is decoded again (cold).
+    let roots: Vec<_> = [&q.principal, &q.action, &q.resource]
+        .into_iter()
+        .chain(&snapshot.bundle.entity_literals)
+        .cloned()
+        .collect();
+    let cold = elevate::entities::EntityStore::build_with_cache(
+        Some(&elevate::policy::SourceFile {
+            path: "entities.json".into(),
+            text: support::entities_json(),
+        }),
+        Some(schema),
+        elevate::config::Validation::Strict,
+        1,
+    )
+    .unwrap();
+    let hot_slice = snapshot.store.slice(&roots).unwrap();
+    let cold_slice = cold.slice(&roots).unwrap();
+    assert_eq!(hot_slice.len(), cold_slice.len());
+    eprintln!("setup: the grant request's entity slice holds {} entities", hot_slice.len());
+    group.bench_function("slice_hot", |b| {
+        b.iter(|| snapshot.store.slice(black_box(&roots)).unwrap());
+    });
+    group.bench_function("slice_cold", |b| {
+        b.iter(|| cold.slice(black_box(&roots)).unwrap());
+    });
     group.bench_function("cedar_sliced_statics", |b| {
         b.iter(|| authorizer.is_authorized(black_box(&q.request), sliced, entities));
     });
@@ -409,7 +440,8 @@ fn bench_decision(c: &mut Criterion) {
             snapshot.bundle.statics.policies().count() + n
         );
         let q = query(snapshot, &bytes);
-        let entities = &snapshot.store.entities;
+        let full = snapshot.store.to_entities().unwrap();
+        let entities = &full;
         let response = authorizer.is_authorized(&q.request, &set, entities);
         assert_eq!(response.decision(), Decision::Allow, "all links/{n}");
         let reasons: Vec<String> = response

@@ -126,7 +126,8 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 fn reference(text: &str, snapshot: &Snapshot, body: &Value) -> Entities {
     let schema = snapshot.bundle.schema.as_ref();
     let store = Entities::from_json_str(text, schema)
-        .or_else(|_| Entities::from_json_str(text, None))
+        .ok()
+        .or_else(|| Entities::from_json_str(text, None).ok())
         .unwrap();
     let declared = |e: &Value| {
         schema.is_some_and(|s| {
