@@ -142,7 +142,10 @@ impl Head {
                 reader.preface = None;
             }
         }
-        for &byte in bytes.get(bytes.len().saturating_sub(3)..).unwrap_or_default() {
+        for &byte in bytes
+            .get(bytes.len().saturating_sub(3)..)
+            .unwrap_or_default()
+        {
             let [_, b, c] = reader.tail;
             reader.tail = [b, c, byte];
         }
@@ -395,6 +398,121 @@ mod tests {
         assert!(!too_deep(&[b'['; 64], 64));
         // Closing brackets out of turn never underflow into "deep".
         assert!(!too_deep(b"]]]]]]]]][", 1));
+    }
+
+    fn timed(head: &Head) -> bool {
+        head.deadline().is_some()
+    }
+
+    #[test]
+    fn a_head_is_timed_from_its_first_byte_and_never_between_requests() {
+        let head = Head::new(Duration::from_secs(10));
+        let mut reader = Reader::new();
+        assert!(!timed(&head), "an accepted connection that sent nothing");
+        head.on_read(&mut reader, b"GET /healthz HTTP/1.1\r\n");
+        let first = head.deadline().unwrap();
+        // More bytes of the same head do not push the deadline back.
+        head.on_read(&mut reader, b"host: x\r\n\r\n");
+        assert_eq!(head.deadline(), Some(first));
+        head.request_started();
+        assert!(!timed(&head), "a request in service");
+        head.response_returned(true);
+        assert!(
+            !timed(&head),
+            "waiting for the next request, nothing buffered"
+        );
+        head.on_read(&mut reader, b"G");
+        assert!(timed(&head), "the next head's first byte");
+        // Bytes read while a request is in service (its body) start nothing.
+        head.on_read(&mut reader, b"ET / HTTP/1.1\r\ncontent-length: 2\r\n\r\n");
+        head.request_started();
+        head.on_read(&mut reader, b"{}");
+        assert!(!timed(&head));
+        head.response_returned(false);
+        assert!(
+            !timed(&head),
+            "after a request with a body, nothing is assumed"
+        );
+    }
+
+    #[test]
+    fn a_pipelined_partial_head_is_timed_from_the_answer_before_it() {
+        let head = Head::new(Duration::from_secs(10));
+        let mut reader = Reader::new();
+        head.on_read(&mut reader, b"GET / HTTP/1.1\r\n\r\nGET / HT");
+        head.request_started();
+        assert!(!timed(&head));
+        head.response_returned(true);
+        assert!(
+            timed(&head),
+            "bytes beyond a bodiless request were buffered"
+        );
+
+        // A complete pipelined head ends with an empty line, as do bare-LF heads:
+        // hyper parses it from its buffer, so nothing is timed at the answer.
+        for bytes in [
+            &b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nhost: x\r\n\r\n"[..],
+            b"GET / HTTP/1.1\nhost: x\n\n",
+            b"GET / HTTP/1.1\r\nhost: x\r\n\n",
+        ] {
+            let head = Head::new(Duration::from_secs(10));
+            let mut reader = Reader::new();
+            head.on_read(&mut reader, bytes);
+            head.request_started();
+            head.response_returned(true);
+            assert!(!timed(&head), "{}", String::from_utf8_lossy(bytes));
+        }
+    }
+
+    #[test]
+    fn the_h2_preface_even_in_pieces_turns_the_head_timer_off_for_good() {
+        let head = Head::new(Duration::from_secs(10));
+        let mut reader = Reader::new();
+        head.on_read(&mut reader, b"PRI * HTTP/2.0\r\n");
+        assert!(timed(&head), "undecided: timed like a head meanwhile");
+        head.on_read(&mut reader, b"\r\nSM\r\n\r\n\x00\x00\x12\x04");
+        assert!(!timed(&head));
+        // Streams come and go, frames arrive between them: never timed.
+        head.request_started();
+        head.response_returned(true);
+        head.on_read(&mut reader, b"\x00\x00\x08\x06\x00");
+        head.response_returned(true);
+        assert!(!timed(&head));
+    }
+
+    #[test]
+    fn methods_that_start_like_the_preface_are_http1() {
+        for first in [&b"PUT / HTTP/1.1\r\n"[..], b"PRIX", b"P", b"POST"] {
+            let head = Head::new(Duration::from_secs(10));
+            let mut reader = Reader::new();
+            head.on_read(&mut reader, first);
+            assert!(timed(&head), "{}", String::from_utf8_lossy(first));
+        }
+        // Once HTTP/1, the preface's bytes later on are just bytes.
+        let head = Head::new(Duration::from_secs(10));
+        let mut reader = Reader::new();
+        head.on_read(&mut reader, b"PO");
+        head.on_read(&mut reader, H2_PREFACE);
+        head.request_started();
+        head.on_read(&mut reader, b"G");
+        head.response_returned(true);
+        assert!(timed(&head));
+    }
+
+    #[tokio::test]
+    async fn overdue_resolves_once_a_started_head_runs_out_of_time() {
+        let head = Arc::new(Head::new(Duration::from_millis(1)));
+        let waiting = tokio::spawn({
+            let head = Arc::clone(&head);
+            async move { head.overdue().await }
+        });
+        // Started after the waiter went to sleep on "no deadline": it must be woken.
+        tokio::task::yield_now().await;
+        head.on_read(&mut Reader::new(), b"GET");
+        tokio::time::timeout(Duration::from_secs(30), waiting)
+            .await
+            .expect("overdue never resolved")
+            .unwrap();
     }
 
     #[test]
