@@ -30,7 +30,10 @@ pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(250);
 /// Rescan interval, because file events can be lost.
 pub const DEFAULT_RESCAN: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+/// Time to receive an HTTP/1.1 request head once its first byte is in.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection that moves no byte this long is closed; kept-alive connections wait
+/// this long for their next request.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Time a client has to send a request body once its headers are in: a body trickled
 /// slower than this (a slow POST) is a 408, and its connection is free again.
@@ -122,7 +125,11 @@ pub enum DecisionLog {
 pub struct HttpConfig {
     pub listen: SocketAddr,
     pub max_body: usize,
+    /// Time to receive an HTTP/1.1 request head, from its first byte (or from the
+    /// answer before it, when that byte came pipelined with the previous request);
+    /// the connection is closed when it runs out. Not HTTP/2, not between requests.
     pub header_timeout: Duration,
+    /// A connection that moves no byte this long is closed.
     pub idle_timeout: Duration,
     /// Time to receive a whole request body, from the end of its headers.
     pub body_timeout: Duration,

@@ -3,7 +3,8 @@
 //!
 //! A request loads the snapshot once and uses that `Arc` throughout; nothing here
 //! touches disk or network while answering. Connections are bounded in number, in
-//! header time and in idle time.
+//! request-head time (HTTP/1.1, from a head's first byte: [`limits::Head`]) and in idle
+//! time.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -718,15 +719,20 @@ pub async fn serve<L: listener::Listener>(
         };
         let slot = Arc::new(slot);
         let tls = L::tls_peer(&stream);
-        let activity = Arc::new(Activity::new());
+        let activity = Arc::new(Activity::new(app.config.header_timeout));
         let io = TokioIo::new(Tracked {
             inner: stream,
             activity: Arc::clone(&activity),
+            reader: limits::Reader::new(),
         });
         let handler = Arc::clone(&app);
         let in_service = Arc::clone(&slot);
+        let heads = Arc::clone(&activity);
         let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             let busy = in_service.busy();
+            heads.head.request_started();
+            let bodiless = hyper::body::Body::is_end_stream(req.body());
+            let heads = Arc::clone(&heads);
             // Forward-auth's `source_ip` when no gateway header names the client; a
             // Unix socket's peer has no address, so only a header can name it.
             if let Some(peer) = peer {
@@ -739,6 +745,7 @@ pub async fn serve<L: listener::Listener>(
             async move {
                 let response = app.handle(req).await;
                 drop(busy);
+                heads.head.response_returned(bodiless);
                 Ok::<_, Infallible>(response)
             }
         });
@@ -746,7 +753,7 @@ pub async fn serve<L: listener::Listener>(
             .serve_connection_with_upgrades(io, service)
             .into_owned();
         let conn = graceful.watch(conn);
-        let idle = idle_for(activity, app.config.idle_timeout);
+        let idle = idle_for(Arc::clone(&activity), app.config.idle_timeout);
         tokio::spawn(async move {
             tokio::select! {
                 result = conn => {
@@ -756,6 +763,11 @@ pub async fn serve<L: listener::Listener>(
                 }
                 () = idle => {
                     tracing::debug!(peer = ?peer, "closing idle connection");
+                }
+                // What hyper's own header read timeout does, but only for a head on
+                // its way: a slowloris defence that spares idle kept-alive connections.
+                () = activity.head.overdue() => {
+                    tracing::debug!(peer = ?peer, "request head not received within the header timeout; closing the connection");
                 }
                 () = slot.evicted() => {
                     tracing::debug!(peer = ?peer, "connection limit reached; closing the connection idle longest");
@@ -773,17 +785,20 @@ pub async fn serve<L: listener::Listener>(
     Ok(())
 }
 
-/// When a connection last moved a byte, as milliseconds since it was accepted.
+/// When a connection last moved a byte, as milliseconds since it was accepted, and
+/// the deadline of the request head it is receiving.
 struct Activity {
     start: Instant,
     last_ms: AtomicU64,
+    head: limits::Head,
 }
 
 impl Activity {
-    fn new() -> Self {
+    fn new(header_timeout: Duration) -> Self {
         Self {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
+            head: limits::Head::new(header_timeout),
         }
     }
 
@@ -808,10 +823,11 @@ async fn idle_for(activity: Arc<Activity>, timeout: Duration) {
     }
 }
 
-/// A socket that records activity, for the idle timeout.
+/// A socket that records activity, for the idle timeout and the head deadline.
 struct Tracked<T> {
     inner: T,
     activity: Arc<Activity>,
+    reader: limits::Reader,
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
@@ -821,9 +837,14 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
-        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch();
+        let this = &mut *self;
+        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(poll, Poll::Ready(Ok(()))) {
+            let new = buf.filled().get(before..).unwrap_or_default();
+            if !new.is_empty() {
+                this.activity.touch();
+                this.activity.head.on_read(&mut this.reader, new);
+            }
         }
         poll
     }

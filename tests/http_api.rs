@@ -1102,22 +1102,9 @@ async fn a_rejected_batch_decides_nothing() {
         answer["error"].as_str().unwrap().contains("requests[1]"),
         "{answer}"
     );
-    // A new connection: the server may close the test client's pooled one, idle since
-    // the readiness check, once the 300 ms header timeout passes (hyper times the wait
-    // for the next request's head too), and a request raced onto it would fail.
-    let fresh = reqwest::Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
-    let metrics = fresh
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // On the test client's pooled connection, idle since the readiness check: the
+    // header timeout times request heads only, never the wait between requests.
+    let metrics = server.metrics().await;
     for line in metrics
         .lines()
         .filter(|l| l.starts_with("elevate_decisions_total{"))
@@ -1197,22 +1184,9 @@ async fn headers_trickled_past_the_header_timeout_get_the_connection_closed() {
         !String::from_utf8_lossy(&got).contains("decision"),
         "{got:?}"
     );
-    // A new connection: the server may close the test client's pooled one, idle since
-    // the readiness check, once the 300 ms header timeout passes (hyper times the wait
-    // for the next request's head too), and a request raced onto it would fail.
-    let fresh = reqwest::Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
-    let metrics = fresh
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // On the test client's pooled connection, idle since the readiness check: the
+    // header timeout times request heads only, never the wait between requests.
+    let metrics = server.metrics().await;
     for line in metrics
         .lines()
         .filter(|l| l.starts_with("elevate_decisions_total{"))
@@ -1241,4 +1215,183 @@ async fn grant_ids_are_answered_as_written() {
     .await;
     let answer = server.decide_body(&create_pm(&user("alice"), "pm-1")).await;
     assert_answer(&answer, "Allow", &[id], &[id]);
+}
+
+// ------------------------------------------------------------------ request-head deadline
+
+/// A server whose header timeout (300 ms) is far below its idle timeout (60 s), so a
+/// connection closed within seconds was closed by the head deadline.
+async fn short_header_timeout_server() -> TestServer {
+    TestServer::start_with(
+        |layout| write_feed(&layout.grants, "1", standard_grants()),
+        |c| {
+            c.http.header_timeout = Duration::from_millis(300);
+            c.http.idle_timeout = Duration::from_secs(60);
+        },
+    )
+    .await
+}
+
+/// A decision request for `create_pm(alice)` as raw HTTP/1.1 bytes.
+fn raw_decision() -> Vec<u8> {
+    let body = create_pm(&user("alice"), "pm-1").to_string();
+    format!(
+        "POST /v1/is_authorized HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_alive_connection_waiting_past_the_header_timeout_serves_its_next_request() {
+    use tokio::io::AsyncWriteExt;
+    let server = short_header_timeout_server().await;
+    let mut stream = tokio::net::TcpStream::connect(server.running().addr)
+        .await
+        .unwrap();
+    // A request with a body, then one without: both ways a response hands the
+    // connection back to waiting. Each wait is three header timeouts long.
+    let requests: [&[u8]; 3] = [
+        &raw_decision(),
+        b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n",
+        &raw_decision(),
+    ];
+    for (n, request) in requests.iter().enumerate() {
+        if n > 0 {
+            tokio::time::sleep(Duration::from_millis(900)).await;
+        }
+        stream.write_all(request).await.unwrap();
+        let (head, body) = read_response(&mut stream).await.unwrap_or_else(|| {
+            panic!("request {n} found the kept-alive connection closed by the server")
+        });
+        assert!(head.starts_with("http/1.1 200"), "request {n}: {head}");
+        assert!(!head.contains("connection: close"), "request {n}: {head}");
+        if request.starts_with(b"POST") {
+            let answer: Value = serde_json::from_str(&body).unwrap();
+            assert_answer(&answer, "Allow", &[FINOPS_ALICE], &[FINOPS_ALICE]);
+        } else {
+            assert!(body.contains("alive"), "{body}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_a_head_after_a_kept_alive_wait_gets_the_connection_closed_long_before_the_idle_timeout()
+ {
+    use tokio::io::AsyncWriteExt;
+    let server = short_header_timeout_server().await;
+    let mut stream = tokio::net::TcpStream::connect(server.running().addr)
+        .await
+        .unwrap();
+    stream.write_all(&raw_decision()).await.unwrap();
+    let (head, _) = read_response(&mut stream).await.expect("first answer");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    // Idle past the header timeout (allowed), then half a head and a stall (not).
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    stream
+        .write_all(b"POST /v1/is_authorized HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    // The idle timeout is 60 s: a close within 10 s is the head deadline's.
+    let got = read_until_closed(&mut stream, Duration::from_secs(10))
+        .await
+        .expect("a stalled head kept its connection open for 10 s");
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_half_head_is_timed_from_the_answer_before_it() {
+    use tokio::io::AsyncWriteExt;
+    let server = short_header_timeout_server().await;
+    let mut stream = tokio::net::TcpStream::connect(server.running().addr)
+        .await
+        .unwrap();
+    // One write: a whole request and the start of the next, which never completes.
+    // The second's bytes sit in hyper's buffer; no later read announces them.
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\nGET /healthz HTTP/1.1\r\nhost")
+        .await
+        .unwrap();
+    let got = read_until_closed(&mut stream, Duration::from_secs(10))
+        .await
+        .expect("a pipelined half head kept its connection open for 10 s");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(text.matches("HTTP/1.1").count(), 1, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_sends_nothing_is_left_to_the_idle_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start_with(
+        |_| {},
+        |c| {
+            c.http.header_timeout = Duration::from_millis(300);
+            c.http.idle_timeout = Duration::from_secs(3);
+        },
+    )
+    .await;
+    let addr = server.running().addr;
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stalled
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    read_until_closed(&mut stalled, Duration::from_secs(10))
+        .await
+        .expect("the stalled head was closed");
+    // Opened together: the head deadline closed the stalled one; the silent one, with
+    // no head on its way, waits for the idle timeout ten header timeouts later.
+    let mut probe = [0u8; 16];
+    match silent.try_read(&mut probe) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the silent connection was closed with the stalled one: {other:?}"),
+    }
+    let got = read_until_closed(&mut silent, Duration::from_secs(20))
+        .await
+        .expect("the idle timeout closed the silent connection");
+    assert!(got.is_empty(), "{got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_is_never_head_timed() {
+    use http_body_util::{BodyExt, Full};
+    let server = short_header_timeout_server().await;
+    let tcp = tokio::net::TcpStream::connect(server.running().addr)
+        .await
+        .unwrap();
+    // One connection by hand (prior knowledge), so a reconnect cannot hide a close.
+    // It pings while idle, as gateways' h2 pools do: frames between requests, which an
+    // HTTP/1 head timer would take for the start of a head.
+    let (mut sender, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Duration::from_millis(100))
+            .keep_alive_while_idle(true)
+            .handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let body = create_pm(&user("alice"), "pm-1").to_string();
+    for n in 0..3 {
+        if n > 0 {
+            tokio::time::sleep(Duration::from_millis(900)).await;
+        }
+        assert!(!sender.is_closed(), "closed before request {n}");
+        let request = hyper::Request::post(server.url("/v1/is_authorized"))
+            .header("content-type", "application/json")
+            .body(Full::new(bytes::Bytes::from(body.clone())))
+            .unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap_or_else(|e| panic!("request {n} on the h2 connection failed: {e}"));
+        assert_eq!(response.version(), hyper::Version::HTTP_2);
+        assert_eq!(response.status(), 200);
+        let answer: Value =
+            serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes())
+                .unwrap();
+        assert_answer(&answer, "Allow", &[FINOPS_ALICE], &[FINOPS_ALICE]);
+    }
 }

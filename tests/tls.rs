@@ -887,3 +887,74 @@ async fn a_sidecar_picks_up_a_rotated_client_certificate_without_a_restart() {
         sidecar.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_an_alpn_h2_connection_is_never_head_timed_and_an_http1_half_head_is() {
+    use http_body_util::BodyExt;
+    let world = World::new();
+    let grants = world.write(
+        "grants.json",
+        r#"{"revision": "1", "generated_at": "2026-01-01T00:00:00Z", "grants": []}"#,
+    );
+    let mut args = world.inputs();
+    args.extend(["--grants".into(), grants.into()]);
+    args.extend(world.tls_args(false));
+    // Closes within seconds can only be the head deadline's.
+    args.extend([
+        "--header-timeout-ms".into(),
+        "300".into(),
+        "--idle-timeout-ms".into(),
+        "60000".into(),
+    ]);
+    let server = Server::start(&args, &world.log("head-timer"));
+    let trust = world.server_ca.pem();
+
+    // h2 by ALPN on one connection that pings while idle, waiting three header timeouts
+    // between requests: every request is answered on it.
+    let tls = handshake(&server.addr, client_tls(&trust, None, &[b"h2"]))
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Duration::from_millis(100))
+            .keep_alive_while_idle(true)
+            .handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for n in 0..3 {
+        if n > 0 {
+            tokio::time::sleep(Duration::from_millis(900)).await;
+        }
+        let request = hyper::Request::get(format!("https://{}/healthz", server.addr))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = tokio::time::timeout(CHANGE_TIMEOUT, sender.send_request(request))
+            .await
+            .expect("an answer in time")
+            .unwrap_or_else(|e| panic!("request {n} on the h2 connection failed: {e}"));
+        assert_eq!(response.version(), hyper::Version::HTTP_2);
+        assert_eq!(response.status(), 200);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(String::from_utf8_lossy(&body).contains("alive"));
+    }
+
+    // HTTP/1.1 by ALPN: the timer sees the decrypted bytes. One request served, a wait
+    // past the header timeout (allowed), then half a head and a stall (closed).
+    let mut h1 = handshake(&server.addr, client_tls(&trust, None, &[b"http/1.1"]))
+        .await
+        .unwrap();
+    assert_eq!(healthz_on(&mut h1).await, "HTTP/1.1 200 OK");
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(healthz_on(&mut h1).await, "HTTP/1.1 200 OK");
+    h1.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(CHANGE_TIMEOUT, h1.read(&mut buf))
+        .await
+        .expect("a stalled head over tls kept its connection open");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}

@@ -127,7 +127,8 @@ pub struct LimitArgs {
     /// make room [default: 4096]
     #[arg(long, env = "ELEVATE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
-    /// Time a client has to send request headers, in ms [default: 10000]
+    /// Time a client has to send an HTTP/1.1 request head from its first byte, in ms;
+    /// the wait between kept-alive requests is not timed by it [default: 10000]
     #[arg(long, env = "ELEVATE_HEADER_TIMEOUT_MS")]
     pub header_timeout_ms: Option<u64>,
     /// A connection that moves no byte this long is closed, in ms [default: 120000]
