@@ -405,7 +405,10 @@ fn bench_decision(c: &mut Criterion) {
     let hot_slice = snapshot.store.slice(&roots).unwrap();
     let cold_slice = cold.slice(&roots).unwrap();
     assert_eq!(hot_slice.len(), cold_slice.len());
-    eprintln!("setup: the grant request's entity slice holds {} entities", hot_slice.len());
+    eprintln!(
+        "setup: the grant request's entity slice holds {} entities",
+        hot_slice.len()
+    );
     group.bench_function("slice_hot", |b| {
         b.iter(|| snapshot.store.slice(black_box(&roots)).unwrap());
     });

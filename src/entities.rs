@@ -49,8 +49,15 @@ pub struct EntityStore {
     names: Vec<SmolStr>,
     /// Extension values (`ip(..)`, `decimal(..)`, ...), kept as Cedar made them.
     exts: Vec<Value>,
-    /// Every UID the data names; those with `data` are stored entities.
+    /// Every UID the data names; those with data are stored entities.
     nodes: Vec<Node>,
+    /// The nodes' ids, end to end.
+    ids: String,
+    /// The stored entities' encodings, end to end (see `Builder::finish`). Two arenas
+    /// instead of two allocations per entity: nothing for the allocator to scatter
+    /// among the parser's short-lived allocations, so the store's resident size is
+    /// its size.
+    data: Vec<u8>,
     table: HashTable<u32>,
     hasher: RandomState,
     stored: usize,
@@ -62,9 +69,54 @@ pub struct EntityStore {
 
 struct Node {
     ty: u32,
-    id: Box<str>,
-    /// Parents and ancestors, referenced entities, attributes and tags (see `encode`).
-    data: Option<Box<[u8]>>,
+    id: Span,
+    /// Parents and ancestors, referenced entities, attributes and tags; `NONE` for a
+    /// UID that is only named.
+    data: Span,
+}
+
+/// A range of an arena.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    len: u32,
+}
+
+impl Span {
+    const NONE: Self = Self {
+        start: u32::MAX,
+        len: 0,
+    };
+
+    fn is_some(self) -> bool {
+        self.start != u32::MAX
+    }
+
+    fn of<T>(arena: &[T], start: usize) -> Result<Self, String> {
+        let too_big = || "the entity data is too large (over 4 GiB encoded)".to_owned();
+        let start_u32 = u32::try_from(start).map_err(|_| too_big())?;
+        let len = u32::try_from(arena.len().saturating_sub(start)).map_err(|_| too_big())?;
+        if start_u32 == u32::MAX {
+            return Err(too_big());
+        }
+        Ok(Self {
+            start: start_u32,
+            len,
+        })
+    }
+
+    fn get<T>(self, arena: &[T]) -> Option<&[T]> {
+        if !self.is_some() {
+            return None;
+        }
+        let start = self.start as usize;
+        arena.get(start..start.checked_add(self.len as usize)?)
+    }
+
+    fn text(self, arena: &str) -> Option<&str> {
+        let start = self.start as usize;
+        arena.get(start..start.checked_add(self.len as usize)?)
+    }
 }
 
 impl fmt::Debug for EntityStore {
@@ -272,6 +324,14 @@ impl EntityStore {
             .is_some_and(|n| n.data.is_some())
     }
 
+    fn id_of(&self, node: &Node) -> &str {
+        node.id.text(&self.ids).unwrap_or_default()
+    }
+
+    fn data_of(&self, i: u32) -> Option<&[u8]> {
+        self.node(i).and_then(|n| n.data.get(&self.data))
+    }
+
     /// The stored entity with this UID, with its ancestors, as Cedar's `Entity`.
     pub fn get(&self, uid: &EntityUid) -> Option<Entity> {
         let i = self.find(uid.as_ref())?;
@@ -333,7 +393,7 @@ impl EntityStore {
             if !seen.insert(i) {
                 continue;
             }
-            let Some(data) = self.node(i).and_then(|n| n.data.as_deref()) else {
+            let Some(data) = self.data_of(i) else {
                 continue;
             };
             taken.push(i);
@@ -433,7 +493,7 @@ impl EntityStore {
         self.table
             .find(hash, |&i| {
                 self.node(i).is_some_and(|n| {
-                    &*n.id == id && self.types.get(n.ty as usize).is_some_and(|t| t == ty)
+                    self.id_of(n) == id && self.types.get(n.ty as usize).is_some_and(|t| t == ty)
                 })
             })
             .copied()
@@ -442,7 +502,11 @@ impl EntityStore {
     fn uid(&self, i: u32) -> Option<EntityUID> {
         let node = self.node(i)?;
         let ty = self.types.get(node.ty as usize)?.clone();
-        Some(EntityUID::from_components(ty, Eid::new(&*node.id), None))
+        Some(EntityUID::from_components(
+            ty,
+            Eid::new(self.id_of(node)),
+            None,
+        ))
     }
 
     fn corrupt(&self, i: u32) -> Corrupt {
@@ -458,7 +522,7 @@ impl EntityStore {
         if let Some(hit) = self.cache.get(&i) {
             return Ok(Some(hit));
         }
-        let Some(data) = self.node(i).and_then(|n| n.data.as_deref()) else {
+        let Some(data) = self.data_of(i) else {
             return Ok(None);
         };
         let entity = Arc::new(self.decode(i, data).ok_or_else(|| self.corrupt(i))?);
@@ -634,18 +698,24 @@ struct Builder {
     store: EntityStore,
     type_index: HashMap<EntityType, u32>,
     name_index: HashMap<SmolStr, u32>,
-    /// Per node (stored nodes only): what `finish` needs.
+    /// Per node (stored nodes only): what `finish` needs, in the two arenas below.
     pending: Vec<Option<Pending>>,
+    indices: Vec<u32>,
+    bodies: Vec<u8>,
+    /// Reused for each entity's references and values.
+    refs: Vec<u32>,
+    body: Vec<u8>,
 }
 
+#[derive(Clone, Copy)]
 struct Pending {
-    /// Every ancestor the entity names: the input of the closure.
-    named: Vec<u32>,
-    /// Its direct parents, as Cedar keeps them apart from the indirect ancestors.
-    parents: Vec<u32>,
-    refs: Vec<u32>,
+    /// Every ancestor the entity names (sorted): the input of the closure.
+    named: Span,
+    /// Its direct parents, which Cedar keeps apart from the indirect ancestors.
+    parents: Span,
+    refs: Span,
     /// Attributes and tags, encoded.
-    body: Vec<u8>,
+    body: Span,
 }
 
 impl Builder {
@@ -656,6 +726,8 @@ impl Builder {
                 names: Vec::new(),
                 exts: Vec::new(),
                 nodes: Vec::new(),
+                ids: String::new(),
+                data: Vec::new(),
                 table: HashTable::new(),
                 hasher: RandomState::new(),
                 stored: 0,
@@ -666,6 +738,10 @@ impl Builder {
             type_index: HashMap::new(),
             name_index: HashMap::new(),
             pending: Vec::new(),
+            indices: Vec::new(),
+            bodies: Vec::new(),
+            refs: Vec::new(),
+            body: Vec::new(),
         }
     }
 
@@ -677,26 +753,33 @@ impl Builder {
         let ty_index = match self.type_index.get(ty) {
             Some(&t) => t,
             None => {
-                let t =
-                    u32::try_from(self.store.types.len()).map_err(|_| "too many entity types")?;
+                let t = u32::try_from(self.store.types.len())
+                    .map_err(|_| "too many entity types".to_owned())?;
                 self.store.types.push(ty.clone());
                 self.type_index.insert(ty.clone(), t);
                 t
             }
         };
-        let index = u32::try_from(self.store.nodes.len()).map_err(|_| "too many entities")?;
+        let index = u32::try_from(self.store.nodes.len())
+            .ok()
+            .filter(|&i| i < u32::MAX)
+            .ok_or_else(|| "too many entities".to_owned())?;
         let id: &str = uid.eid().as_ref();
         let hash = self.store.hash(ty, id);
+        let start = self.store.ids.len();
+        self.store.ids.push_str(id);
+        let id_span = Span::of(self.store.ids.as_bytes(), start)?;
         self.store.nodes.push(Node {
             ty: ty_index,
-            id: id.into(),
-            data: None,
+            id: id_span,
+            data: Span::NONE,
         });
         self.pending.push(None);
         let EntityStore {
             table,
             nodes,
             types,
+            ids,
             hasher,
             ..
         } = &mut self.store;
@@ -704,9 +787,8 @@ impl Builder {
             nodes
                 .get(i as usize)
                 .and_then(|n| {
-                    types
-                        .get(n.ty as usize)
-                        .map(|t| hasher.hash_one((t, &*n.id)))
+                    let t = types.get(n.ty as usize)?;
+                    Some(hasher.hash_one((t, n.id.text(ids)?)))
                 })
                 .unwrap_or(0)
         });
@@ -717,10 +799,17 @@ impl Builder {
         if let Some(&i) = self.name_index.get(name) {
             return Ok(i);
         }
-        let i = u32::try_from(self.store.names.len()).map_err(|_| "too many attribute names")?;
+        let i = u32::try_from(self.store.names.len())
+            .map_err(|_| "too many attribute names".to_owned())?;
         self.store.names.push(name.clone());
         self.name_index.insert(name.clone(), i);
         Ok(i)
+    }
+
+    fn push_indices(&mut self, items: &[u32]) -> Result<Span, String> {
+        let start = self.indices.len();
+        self.indices.extend_from_slice(items);
+        Span::of(&self.indices, start)
     }
 
     fn add(&mut self, entity: &ast::Entity) -> Result<(), String> {
@@ -729,15 +818,46 @@ impl Builder {
         for parent in entity.parents() {
             parents.push(self.intern_uid(parent)?);
         }
+        parents.sort_unstable();
+        parents.dedup();
         let mut named = parents.clone();
         for ancestor in entity.indirect_ancestors() {
             named.push(self.intern_uid(ancestor)?);
         }
         named.sort_unstable();
         named.dedup();
-        if let Some(Some(existing)) = self.pending.get(index as usize) {
+        let mut refs = std::mem::take(&mut self.refs);
+        let mut body = std::mem::take(&mut self.body);
+        refs.clear();
+        body.clear();
+        let what = || format!("`{}`", entity.uid());
+        let encoded = self
+            .encode_pairs(entity.attrs(), &mut body, &mut refs, &what)
+            .and_then(|()| self.encode_pairs(entity.tags(), &mut body, &mut refs, &what));
+        let result = encoded.and_then(|()| {
+            refs.sort_unstable();
+            refs.dedup();
+            self.record(index, entity, &named, &parents, &refs, &body)
+        });
+        self.refs = refs;
+        self.body = body;
+        result
+    }
+
+    fn record(
+        &mut self,
+        index: u32,
+        entity: &ast::Entity,
+        named: &[u32],
+        parents: &[u32],
+        refs: &[u32],
+        body: &[u8],
+    ) -> Result<(), String> {
+        if let Some(Some(existing)) = self.pending.get(index as usize).copied() {
             // As Cedar: the same entity twice is one entity; two different ones are an error.
-            if existing.named == named && self.check_round_trip(entity, &existing.body).is_ok() {
+            let same_ancestors = existing.named.get(&self.indices) == Some(named);
+            let existing_body = existing.body.get(&self.bodies).unwrap_or_default();
+            if same_ancestors && self.check_round_trip(entity, existing_body).is_ok() {
                 return Ok(());
             }
             return Err(format!(
@@ -745,15 +865,14 @@ impl Builder {
                 entity.uid()
             ));
         }
-        let mut refs = Vec::new();
-        let mut body = Vec::new();
-        let what = || format!("`{}`", entity.uid());
-        self.encode_pairs(entity.attrs(), &mut body, &mut refs, &what)?;
-        self.encode_pairs(entity.tags(), &mut body, &mut refs, &what)?;
-        refs.sort_unstable();
-        refs.dedup();
         // Prove the encoding on the spot: the store never decodes what it cannot.
-        self.check_round_trip(entity, &body)?;
+        self.check_round_trip(entity, body)?;
+        let named = self.push_indices(named)?;
+        let parents = self.push_indices(parents)?;
+        let refs = self.push_indices(refs)?;
+        let start = self.bodies.len();
+        self.bodies.extend_from_slice(body);
+        let body = Span::of(&self.bodies, start)?;
         if let Some(slot) = self.pending.get_mut(index as usize) {
             *slot = Some(Pending {
                 named,
@@ -796,6 +915,7 @@ impl Builder {
             ValueKind::Lit(Literal::Bool(true)) => out.push(T_TRUE),
             ValueKind::Lit(Literal::Long(n)) => {
                 out.push(T_LONG);
+                // Zigzag, so small negative numbers stay short too.
                 #[allow(clippy::cast_sign_loss)]
                 put_uint(out, ((n << 1) ^ (n >> 63)) as u64);
             }
@@ -847,7 +967,10 @@ impl Builder {
         };
         let attrs = self.store.decode_pairs(&mut r);
         let tags = self.store.decode_pairs(&mut r);
-        if same(attrs, entity.attrs().collect()) && same(tags, entity.tags().collect()) {
+        if same(attrs, entity.attrs().collect())
+            && same(tags, entity.tags().collect())
+            && r.0.is_empty()
+        {
             Ok(())
         } else {
             Err(format!(
@@ -857,35 +980,32 @@ impl Builder {
         }
     }
 
-    /// Computes each stored entity's ancestors over the whole store and encodes it.
+    /// Computes each stored entity's ancestors over the whole store and encodes it:
+    /// the number of parents, the number of ancestors, the parents then the other
+    /// ancestors, the number of referenced entities and them, then the attributes
+    /// and the tags (each a count, then name and value pairs). Numbers are LEB128.
     fn finish(mut self) -> Result<EntityStore, String> {
         let n = self.store.nodes.len();
-        let mut closure: Vec<Option<Vec<u32>>> = vec![None; n];
+        let mut closure: Vec<Span> = vec![Span::NONE; n];
+        let mut arena: Vec<u32> = Vec::new();
         let mut on_path = vec![false; n];
         for start in 0..n {
-            self.close(start, &mut closure, &mut on_path)?;
+            self.close(start, &mut closure, &mut arena, &mut on_path)?;
         }
-        for (i, pending) in self.pending.into_iter().enumerate() {
-            let Some(Pending {
-                mut parents,
-                refs,
-                body,
-                ..
-            }) = pending
-            else {
-                continue;
-            };
-            parents.sort_unstable();
-            parents.dedup();
+        drop(on_path);
+        let mut data: Vec<u8> = Vec::with_capacity(self.bodies.len() * 5 / 4);
+        for (i, pending) in self.pending.iter().enumerate() {
+            let Some(p) = pending else { continue };
+            let parents = p.parents.get(&self.indices).unwrap_or_default();
             let ancestors = closure
-                .get_mut(i)
-                .and_then(Option::take)
+                .get(i)
+                .and_then(|c| c.get(&arena))
                 .unwrap_or_default();
-            let mut data = Vec::with_capacity(body.len() + 4 * (ancestors.len() + refs.len()) + 4);
+            let start = data.len();
             put_len(&mut data, parents.len());
             put_len(&mut data, ancestors.len());
-            for &p in &parents {
-                put_uint(&mut data, u64::from(p));
+            for &a in parents {
+                put_uint(&mut data, u64::from(a));
             }
             for &a in ancestors
                 .iter()
@@ -893,40 +1013,50 @@ impl Builder {
             {
                 put_uint(&mut data, u64::from(a));
             }
+            let refs = p.refs.get(&self.indices).unwrap_or_default();
             put_len(&mut data, refs.len());
-            for &r in &refs {
+            for &r in refs {
                 put_uint(&mut data, u64::from(r));
             }
-            data.extend_from_slice(&body);
+            data.extend_from_slice(p.body.get(&self.bodies).unwrap_or_default());
+            let span = Span::of(&data, start)?;
             if let Some(node) = self.store.nodes.get_mut(i) {
-                node.data = Some(data.into_boxed_slice());
+                node.data = span;
             }
         }
+        data.shrink_to_fit();
+        self.store.data = data;
+        self.store.ids.shrink_to_fit();
+        self.store.nodes.shrink_to_fit();
         Ok(self.store)
     }
 
-    /// The ancestors of `start` (sorted), computed depth first without recursion: a
+    /// The ancestors of `start`, sorted, computed depth first without recursion: a
     /// hierarchy from a file may be as deep as it is long.
     fn close(
         &self,
         start: usize,
-        closure: &mut [Option<Vec<u32>>],
+        closure: &mut [Span],
+        arena: &mut Vec<u32>,
         on_path: &mut [bool],
     ) -> Result<(), String> {
-        if closure.get(start).is_some_and(Option::is_some) {
+        let done = |closure: &[Span], i: usize| closure.get(i).is_some_and(|c| c.is_some());
+        if done(closure, start) {
             return Ok(());
         }
         let parents_of = |i: usize| -> &[u32] {
             self.pending
                 .get(i)
-                .and_then(Option::as_ref)
-                .map_or(&[], |p| p.named.as_slice())
+                .and_then(|p| p.as_ref())
+                .and_then(|p| p.named.get(&self.indices))
+                .unwrap_or_default()
         };
         // (node, next parent to visit)
         let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
         if let Some(flag) = on_path.get_mut(start) {
             *flag = true;
         }
+        let mut all: Vec<u32> = Vec::new();
         while let Some(&(node, next)) = stack.last() {
             let parents = parents_of(node);
             if let Some(&parent) = parents.get(next) {
@@ -943,7 +1073,7 @@ impl Builder {
                         "entity `{name}` is among its own ancestors (the hierarchy has a cycle)"
                     ));
                 }
-                if closure.get(p).is_some_and(Option::is_none) {
+                if !done(closure, p) {
                     if let Some(flag) = on_path.get_mut(p) {
                         *flag = true;
                     }
@@ -951,17 +1081,19 @@ impl Builder {
                 }
                 continue;
             }
-            let mut all: Vec<u32> = Vec::with_capacity(parents.len());
+            all.clear();
             for &parent in parents {
                 all.push(parent);
-                if let Some(Some(up)) = closure.get(parent as usize) {
+                if let Some(up) = closure.get(parent as usize).and_then(|c| c.get(arena)) {
                     all.extend_from_slice(up);
                 }
             }
             all.sort_unstable();
             all.dedup();
+            let at = arena.len();
+            arena.extend_from_slice(&all);
             if let Some(slot) = closure.get_mut(node) {
-                *slot = Some(all);
+                *slot = Span::of(arena, at)?;
             }
             if let Some(flag) = on_path.get_mut(node) {
                 *flag = false;

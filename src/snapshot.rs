@@ -462,7 +462,12 @@ pub struct Store {
 }
 
 struct ReloadState {
+    /// The inputs of the current snapshot, the entities without their text: the store
+    /// holds the entities, and the text can be tens of megabytes. A policy or schema
+    /// change re-reads the entities file to check it (see `reload_locked`).
     last_good: RawInputs,
+    /// The revision of the entities in `last_good`, whose text is gone.
+    entities_revision: Option<String>,
     status: HashMap<Input, InputStatus>,
     /// What each failing input looked like when it failed, so the same bad content
     /// is reported once rather than on every rescan.
@@ -607,12 +612,14 @@ impl Store {
             );
         }
         metrics.observe_snapshot(&snapshot, now);
+        let snapshot_entities_revision = snapshot.revisions.entities.clone();
         let store = Self {
             current: ArcSwap::from_pointee(snapshot),
             sources,
             published: ArcSwap::from_pointee(sorted(&status)),
             state: Mutex::new(ReloadState {
-                last_good: raw,
+                entities_revision: snapshot_entities_revision,
+                last_good: dehydrated(raw),
                 status,
                 failed_fingerprint: HashMap::new(),
                 retired: Vec::new(),
@@ -765,6 +772,7 @@ impl Store {
             observed.push((input, fingerprint));
         };
         let files = matches!(pass, Pass::Files);
+        let mut reread_entities: Option<SourceFile> = None;
         let policies = files.then(|| policy::load_policy_files(&self.sources.policies));
         match policies {
             None => {}
@@ -805,6 +813,9 @@ impl Store {
                             candidate.entities = Some(file);
                         }
                         changed.push(input);
+                    } else if input == Input::Entities {
+                        // Unchanged, but a new schema or new policies must check it.
+                        reread_entities = Some(file);
                     }
                 }
                 Err(e) => {
@@ -920,11 +931,21 @@ impl Store {
         let bundle_rebuilt = !Arc::ptr_eq(&bundle, &current.bundle);
         let mut store = Arc::clone(&current.store);
         if bundle_rebuilt || changed.contains(&Input::Entities) {
-            match EntityStore::build(
-                candidate.entities.as_ref(),
-                bundle.schema.as_ref(),
-                validation,
-            ) {
+            let entities_changed = changed.contains(&Input::Entities);
+            let source = if entities_changed {
+                candidate.entities.as_ref()
+            } else {
+                reread_entities.as_ref()
+            };
+            let built = match (source, &self.sources.entities) {
+                (None, Some(path)) => Err(PolicyError::Entities {
+                    path: path.clone(),
+                    message: "cannot be re-read to check it against the new policies and schema"
+                        .into(),
+                }),
+                (source, _) => EntityStore::build(source, bundle.schema.as_ref(), validation),
+            };
+            match built {
                 Ok(s) => store = Arc::new(s),
                 Err(e) if changed.contains(&Input::Entities) && !bundle_rebuilt => {
                     failed.push((Input::Entities, e.to_string()));
@@ -980,8 +1001,12 @@ impl Store {
         if changed.is_empty() {
             return false;
         }
+        let mut revisions = candidate.revisions();
+        if !changed.contains(&Input::Entities) {
+            revisions.entities.clone_from(&state.entities_revision);
+        }
         let snapshot = Snapshot {
-            revisions: candidate.revisions(),
+            revisions,
             bundle,
             store,
             slices,
@@ -1028,13 +1053,24 @@ impl Store {
             "snapshot reloaded"
         );
         self.metrics.observe_snapshot(&snapshot, now);
-        state.last_good = candidate;
+        state
+            .entities_revision
+            .clone_from(&snapshot.revisions.entities);
+        state.last_good = dehydrated(candidate);
         // Status first: whoever sees the new generation also sees how it got there.
         self.published.store(Arc::new(sorted(&state.status)));
         let old = self.current.swap(Arc::new(snapshot));
         state.retired.push(old);
         true
     }
+}
+
+/// `raw` without the entities' text, which the snapshot's store has made its own.
+fn dehydrated(mut raw: RawInputs) -> RawInputs {
+    if let Some(file) = raw.entities.as_mut() {
+        file.text = String::new();
+    }
+    raw
 }
 
 /// Frees retired snapshots no request holds any more, waiting up to a second for

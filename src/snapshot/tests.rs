@@ -151,3 +151,63 @@ fn a_deleted_feed_keeps_the_last_good_grants() {
     assert!(f.error_of(Input::Grants).unwrap().contains("cannot read"));
     assert_eq!(f.store.current().revisions.grants.as_deref(), Some("1"));
 }
+
+#[test]
+fn the_entities_text_is_not_kept_but_a_policy_change_still_checks_the_entities() {
+    let f = Fixture::new();
+    let entities_revision = f.store.current().revisions.entities.clone();
+    assert!(entities_revision.is_some());
+    {
+        let state = f.store.lock();
+        let kept = state.last_good.entities.as_ref().unwrap();
+        assert!(
+            kept.text.is_empty(),
+            "the store holds the entities, not the text"
+        );
+        assert_eq!(state.entities_revision, entities_revision);
+    }
+    // A policy change that needs an attribute the stored entities lack still loads
+    // (Cedar checks attributes at evaluation), and is checked against them: the
+    // store is rebuilt from the re-read file, under the same revision.
+    f.write(
+        "p.cedar",
+        r#"@id("read") permit(principal, action == Action::"read", resource) when { principal.level > 1 };"#,
+    );
+    assert!(f.store.reload(Timestamp::now()));
+    let snap = f.store.current();
+    assert_eq!(snap.generation, 2);
+    assert_eq!(snap.revisions.entities, entities_revision, "same entities");
+    assert!(snap.store.contains(&r#"User::"u""#.parse().unwrap()));
+
+    // A schema the entities do not satisfy is refused, though the entities file is
+    // the same and its text was let go; so is one when the file cannot be read.
+    f.write("s.cedarschema", SCHEMA_V2);
+    assert!(!f.store.reload(Timestamp::now()));
+    assert!(
+        f.error_of(Input::Schema)
+            .unwrap()
+            .contains("no longer conform")
+    );
+    std::fs::remove_file(f.dir.path().join("e.json")).unwrap();
+    f.write(
+        "s.cedarschema",
+        "entity User { level: Long, other: Long }; entity Doc; action read appliesTo { principal: [User], resource: [Doc] };",
+    );
+    assert!(!f.store.reload(Timestamp::now()));
+    assert_eq!(
+        f.store.current().generation,
+        2,
+        "the last good snapshot stays"
+    );
+    let error = f.error_of(Input::Schema).unwrap();
+    assert!(error.contains("re-read"), "{error}");
+
+    // The file back, with entities for the newest schema: everything loads together.
+    f.write(
+        "e.json",
+        r#"[{"uid":{"type":"User","id":"u"},"attrs":{"level":1,"other":2},"parents":[]}]"#,
+    );
+    assert!(f.store.reload(Timestamp::now()));
+    assert_eq!(f.store.current().generation, 3);
+    assert_ne!(f.store.current().revisions.entities, entities_revision);
+}
