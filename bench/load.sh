@@ -10,6 +10,8 @@
 #     Allow from its grant `g-target-finops`; a Deny with 0 grants);
 #   * for each: max throughput (-c64), low load (-c1) and about half of the max
 #     throughput (random think time per connection, see bench/post.lua);
+#   * elevate with 100,000 grants and 100,000 users (101,836 entities; the same seed,
+#     so u-7 and its grant are the same): throughput and resident memory;
 #   * reload under load: the 100k feed replaced every 100 ms (atomic rename, two
 #     alternating pre-generated feeds) while wrk runs the grant request at -c64; and the
 #     cost of one reload, measured unloaded.
@@ -96,9 +98,13 @@ fi
 log "fixtures (seeded) into $TMP/fixtures"
 "$GEN" "$TMP/fixtures" 0 "$GRANTS" >&2
 FIX=$TMP/fixtures
-mkdir -p "$TMP/e0" "$TMP/e100k" "$TMP/run"
+log "fixtures with 100,000 users into $TMP/fixtures-big (entities only)"
+BENCH_USERS=100000 "$GEN" "$TMP/fixtures-big" 0 >&2
+BIG_ENTITIES=$TMP/fixtures-big/entities.json
+mkdir -p "$TMP/e0" "$TMP/e100k" "$TMP/ebig" "$TMP/run"
 ln "$FIX/grants-0.json" "$TMP/e0/grants.json"
 ln "$FIX/grants-$GRANTS.json" "$TMP/e100k/grants.json"
+ln "$FIX/grants-$GRANTS.json" "$TMP/ebig/grants.json"
 
 ROLE_BODY='{"principal":"User::\"u-7\"","action":"Action::\"readProject\"","resource":"Project::\"p-3-1\"","context":{"mfa":true}}'
 GRANT_BODY='{"principal":"User::\"u-7\"","action":"Action::\"createPaymentMethod\"","resource":"PaymentMethod::\"pm-42-0\"","context":{"mfa":true}}'
@@ -286,13 +292,14 @@ log "load at start: $UPTIME_START"
 P_FLOOR=$PORT_BASE
 P_E0=$((PORT_BASE + 1))
 P_E100K=$((PORT_BASE + 2))
+P_EBIG=$((PORT_BASE + 3))
 
-# start_elevate NAME PORT DIR: elevate serve on PORT with DIR/grants.json.
+# start_elevate NAME PORT DIR [ENTITIES]: elevate serve on PORT with DIR/grants.json.
 start_elevate() {
-    local name=$1 port=$2 dir=$3
+    local name=$1 port=$2 dir=$3 entities=${4:-$FIX/entities.json}
     start_server "$name" "$port" /readyz "$BIN" serve --listen "127.0.0.1:$port" \
         --policies "$REPO/policies" --schema "$REPO/schema/elevate.cedarschema" \
-        --entities "$FIX/entities.json" --grants "$dir/grants.json" \
+        --entities "$entities" --grants "$dir/grants.json" \
         --debounce-ms "$RELOAD_DEBOUNCE_MS"
 }
 
@@ -309,6 +316,8 @@ SCENARIOS=(
     "e0|elevate 0 grant(Deny)|GRANT_BODY"
     "e100k|elevate 100k role|ROLE_BODY"
     "e100k|elevate 100k grant|GRANT_BODY"
+    "ebig|elevate 100k+100k ent. role|ROLE_BODY"
+    "ebig|elevate 100k+100k ent. grant|GRANT_BODY"
 )
 
 server_port() {
@@ -316,6 +325,7 @@ server_port() {
     floor) echo "$P_FLOOR" ;;
     e0) echo "$P_E0" ;;
     e100k) echo "$P_E100K" ;;
+    ebig) echo "$P_EBIG" ;;
     esac
 }
 
@@ -336,6 +346,14 @@ start_named() {
         check_answer "$P_E100K" "$ROLE_BODY" Allow
         check_answer "$P_E100K" "$GRANT_BODY" Allow "$TARGET_GRANT"
         ;;
+    ebig)
+        start_elevate elevate-100k-100k "$P_EBIG" "$TMP/ebig" "$BIG_ENTITIES"
+        # At rest: loaded, nothing decided yet (the first start only).
+        BIG_RSS_REST=${BIG_RSS_REST:-$(rss_mb "$SERVER_PID")}
+        check_answer "$P_EBIG" "$ROLE_BODY" Allow
+        check_answer "$P_EBIG" "$GRANT_BODY" Allow "$TARGET_GRANT"
+        BIG_ENTITY_COUNT=$(curl -sS --max-time 5 "http://127.0.0.1:$P_EBIG/v1/status" | grep -o '"entities":[0-9]*' | head -1 | cut -d: -f2)
+        ;;
     esac
 }
 
@@ -346,7 +364,7 @@ start_named() {
 # time), then low load, then half load. Each server is started fresh for each phase,
 # one at a time, so no idle server shares CPU 0 with the measured one.
 for phase in max low half; do
-    for server in floor e0 e100k; do
+    for server in floor e0 e100k ebig; do
         start_named "$server"
         port=$(server_port "$server")
         for entry in "${SCENARIOS[@]}"; do
@@ -461,3 +479,6 @@ echo "  grants input status: ${STATUS_GRANTS:-?}"
 echo "one reload of $GRANTS grants, unloaded:"
 for c in "${RELOAD_COSTS[@]}"; do echo "  $c"; done
 echo "elevate 100k RSS at the end: $RSS_END MB"
+echo "memory with 100,000 grants and ${BIG_ENTITY_COUNT:-?} entities (target <= 150 MB): RSS at rest $BIG_RSS_REST MB;" \
+    "after the max-throughput runs $(awk -F '\t' '$1 == "elevate 100k+100k ent. grant" && $2 == "'"$CONNECTIONS"'" { print $7 }' "$ROWS") MB"
+echo "  100k+100k entities grant/100k grant: $(ratio "${RPS["elevate 100k+100k ent. grant"]}" "${RPS["elevate 100k grant"]}") (the cost of 50x the entities)"
