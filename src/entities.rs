@@ -35,8 +35,9 @@ use smol_str::SmolStr;
 use crate::config::Validation;
 use crate::policy::{PolicyError, SourceFile, one_line};
 
-/// Decoded entities kept for reuse. At ~5 KB for a large user this bounds the cache
-/// near 20 MB; hot principals and their workspaces stay decoded.
+/// Decoded entities kept for reuse, and a quarter as many slices. At ~5 KB for a large
+/// user this bounds the caches near 20 MB (slices share the entities they hold); hot
+/// principals, their workspaces and their requests' slices stay decoded.
 pub const DEFAULT_CACHE_ENTITIES: usize = 4096;
 
 /// Schema findings kept in warn mode; the rest are counted.
@@ -62,6 +63,8 @@ pub struct EntityStore {
     hasher: RandomState,
     stored: usize,
     cache: quick_cache::sync::Cache<u32, Arc<ast::Entity>>,
+    /// Slices by the stored entities they were cut from (sorted node indices).
+    slices: quick_cache::sync::Cache<Box<[u32]>, Arc<Entities>>,
     actions: Entities,
     /// Schema findings (warn mode only).
     pub findings: Vec<String>,
@@ -375,6 +378,33 @@ impl EntityStore {
     pub fn slice<'a>(
         &self,
         roots: impl IntoIterator<Item = &'a EntityUid>,
+    ) -> Result<Arc<Entities>, Corrupt> {
+        // A slice depends only on which stored entities its roots are, so it is cached
+        // under them: the store never changes, nothing can make an entry stale.
+        let mut key: Vec<u32> = roots
+            .into_iter()
+            .filter_map(|uid| self.find(uid.as_ref()))
+            .filter(|&i| self.data_of(i).is_some())
+            .collect();
+        key.sort_unstable();
+        key.dedup();
+        if let Some(hit) = self.slices.get(key.as_slice()) {
+            return Ok(hit);
+        }
+        let slice = Arc::new(Entities::from(self.reach(key.clone())?));
+        self.slices
+            .insert(key.into_boxed_slice(), Arc::clone(&slice));
+        Ok(slice)
+    }
+
+    /// [`EntityStore::slice`] without the slice cache (decoded entities still come
+    /// from theirs): what a slice costs to cut, for benchmarks.
+    ///
+    /// # Errors
+    /// The store's own encoding does not decode.
+    pub fn slice_uncached<'a>(
+        &self,
+        roots: impl IntoIterator<Item = &'a EntityUid>,
     ) -> Result<Entities, Corrupt> {
         self.slice_core(roots).map(Entities::from)
     }
@@ -383,10 +413,16 @@ impl EntityStore {
         &self,
         roots: impl IntoIterator<Item = &'a EntityUid>,
     ) -> Result<CoreEntities, Corrupt> {
-        let mut stack: Vec<u32> = roots
-            .into_iter()
-            .filter_map(|uid| self.find(uid.as_ref()))
-            .collect();
+        self.reach(
+            roots
+                .into_iter()
+                .filter_map(|uid| self.find(uid.as_ref()))
+                .collect(),
+        )
+    }
+
+    /// The stored entities among `stack` and everything their data names, transitively.
+    fn reach(&self, mut stack: Vec<u32>) -> Result<CoreEntities, Corrupt> {
         let mut seen: HashSet<u32> = HashSet::with_capacity(stack.len() * 2);
         let mut taken = Vec::with_capacity(stack.len() * 2);
         while let Some(i) = stack.pop() {
@@ -732,6 +768,7 @@ impl Builder {
                 hasher: RandomState::new(),
                 stored: 0,
                 cache: quick_cache::sync::Cache::new(cache),
+                slices: quick_cache::sync::Cache::new((cache / 4).max(1)),
                 actions: Entities::empty(),
                 findings: Vec::new(),
             },

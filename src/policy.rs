@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use cedar_policy::{
-    ActionConstraint, Effect, Entities, EntityTypeName, EntityUid, PolicyId, PolicySet, Schema,
-    SlotId, Template, TemplatePrincipalConstraint, TemplateResourceConstraint, ValidationMode,
-    Validator,
+    ActionConstraint, Effect, Entities, EntityId, EntityTypeName, EntityUid, PolicyId, PolicySet,
+    Schema, SlotId, Template, TemplatePrincipalConstraint, TemplateResourceConstraint,
+    ValidationMode, Validator,
 };
 use jiff::SignedDuration;
 use miette::Diagnostic;
@@ -172,7 +172,10 @@ pub struct Bundle {
     pub roles: HashMap<PolicyId, Role>,
     /// Every policy and template id, so grant ids can be kept apart from them.
     pub ids: HashSet<String>,
-    /// Entity literals in static policies: request entity slices must include them.
+    /// The entity literals in the conditions of static policies and role templates:
+    /// request entity slices must include them. Literals in a scope need no place there:
+    /// a scope only compares them with the request's entities or looks them up among
+    /// those entities' ancestors, never reads their data.
     pub entity_literals: Vec<EntityUid>,
     pub any_role_principal_in: bool,
     /// The schema's entity types, for checking grants without scanning the schema.
@@ -263,19 +266,29 @@ impl Bundle {
         }
 
         let mut roles = HashMap::new();
+        let mut template_literals: HashSet<EntityUid> = HashSet::new();
         for (index, template) in templates {
-            let role = role_of(&template, schema.as_ref()).map_err(|why| PolicyError::BadRole {
+            let bad_role = |why: String| PolicyError::BadRole {
                 id: template.id().to_string(),
                 location: display_file(&policy_files, index),
                 why,
-            })?;
+            };
+            let est = template
+                .to_json()
+                .map_err(|e| bad_role(format!("its conditions cannot be inspected: {e}")))?;
+            condition_literals(&est, &mut template_literals);
+            let role = role_of(&template, schema.as_ref()).map_err(bad_role)?;
             roles.insert(template.id().clone(), role);
         }
 
         let mut literals: HashSet<EntityUid> = HashSet::new();
         for policy in statics.policies() {
-            literals.extend(policy.entity_literals());
+            match policy.to_json() {
+                Ok(est) => condition_literals(&est, &mut literals),
+                Err(_) => literals.extend(policy.entity_literals()),
+            }
         }
+        literals.extend(template_literals);
         // As written: `PolicyId`'s `Display` escapes quotes and backslashes.
         let ids = origins
             .keys()
@@ -467,6 +480,32 @@ pub fn action_constraint_matches(
         ActionConstraint::In(groups) => groups
             .iter()
             .any(|g| g == action || entities.is_ancestor_of(g, action)),
+    }
+}
+
+/// Collects the entity literals in the `conditions` of a policy or template in Cedar's
+/// JSON form, conservatively: every `__entity` object anywhere in them.
+fn condition_literals(est: &serde_json::Value, out: &mut HashSet<EntityUid>) {
+    fn walk(value: &serde_json::Value, out: &mut HashSet<EntityUid>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::Object(uid)) = map.get("__entity")
+                    && let (Some(ty), Some(id)) = (
+                        uid.get("type").and_then(serde_json::Value::as_str),
+                        uid.get("id").and_then(serde_json::Value::as_str),
+                    )
+                    && let Ok(ty) = ty.parse::<EntityTypeName>()
+                {
+                    out.insert(EntityUid::from_type_name_and_id(ty, EntityId::new(id)));
+                }
+                map.values().for_each(|v| walk(v, out));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    if let Some(conditions) = est.get("conditions") {
+        walk(conditions, out);
     }
 }
 

@@ -6,6 +6,7 @@
 //! [`crate::entities`]); a body's own entities are merged into it.
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use cedar_policy::{
     Context, Entities, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression, Schema,
@@ -77,8 +78,9 @@ pub struct Query {
     pub action: EntityUid,
     pub resource: EntityUid,
     pub request: Request,
-    /// The entities evaluation can reach, with the body's own merged in.
-    pub entities: Entities,
+    /// The entities evaluation can reach, with the body's own merged in; shared with
+    /// the store's slice cache.
+    pub entities: Arc<Entities>,
     /// Whether the body brought entities.
     pub merged: bool,
 }
@@ -184,11 +186,12 @@ pub fn build_query(
     let entities = match body.entities {
         Some(value) if has_body_entities => {
             let extra = body_entities(value, schema, validation)?;
-            store.slice_with(roots, extra).map_err(|e| match e {
+            let merged = store.slice_with(roots, extra).map_err(|e| match e {
                 SliceError::Conflict(uid) => RequestError::EntityConflict(uid),
                 SliceError::Invalid(message) => RequestError::Entities(message),
                 SliceError::Corrupt(c) => RequestError::Store(c.to_string()),
-            })?
+            })?;
+            Arc::new(merged)
         }
         _ => store
             .slice(roots)

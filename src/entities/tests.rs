@@ -325,3 +325,22 @@ proptest! {
         assert_same_as_cedar(&graph.to_string(), None);
     }
 }
+
+#[test]
+fn a_slice_is_cut_once_per_set_of_stored_roots() {
+    let store =
+        EntityStore::build(Some(&file(&varied().to_string())), None, Validation::Strict).unwrap();
+    let (u, t1, nobody) = (
+        uid(r#"User::"u""#),
+        uid(r#"Team::"t1""#),
+        uid(r#"User::"stranger""#),
+    );
+    let first = store.slice([&u, &t1]).unwrap();
+    // The same stored roots in another order, repeated, or with roots the store does
+    // not hold make the same slice: it comes from the cache.
+    let again = store.slice([&t1, &u, &u, &nobody]).unwrap();
+    assert!(Arc::ptr_eq(&first, &again));
+    let other = store.slice([&t1]).unwrap();
+    assert!(!Arc::ptr_eq(&first, &other));
+    assert_eq!(other.len(), 1);
+}

@@ -262,3 +262,32 @@ fn source_location_counts_lines_and_columns_from_one() {
     assert_eq!(f.location(0), "x.cedar:1:1");
     assert_eq!(f.location(4), "x.cedar:2:2");
 }
+
+#[test]
+fn entity_literals_are_those_of_the_conditions_of_policies_and_roles() {
+    let text = r#"
+        @id("static")
+        permit(principal in Group::"scope-only", action == Action::"read", resource)
+        when { principal in Group::"in-condition" && resource has owner && resource.owner == User::"owner" }
+        unless { [Doc::"in-a-set"].contains(resource) };
+        @id("Role")
+        permit(principal == ?principal, action in [Action::"read"], resource in ?resource)
+        when { context has by && context.by == User::"in-a-role" };
+    "#;
+    let bundle = Bundle::build(vec![file("p.cedar", text)], None, Validation::Warn).unwrap();
+    let mut got: Vec<String> = bundle
+        .entity_literals
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            r#"Doc::"in-a-set""#,
+            r#"Group::"in-condition""#,
+            r#"User::"in-a-role""#,
+            r#"User::"owner""#,
+        ]
+    );
+}
