@@ -207,7 +207,7 @@ fn bench_decision(c: &mut Criterion) {
         let bare_query = query(base, &bytes);
         let statics = &base.bundle.statics;
         // Cedar's own store of every entity, as a bare server would hold it.
-        let full = base.store.to_entities().unwrap();
+        let full = cedar_store(base);
         let entities = &full;
         let bare = authorizer.is_authorized(&bare_query.request, statics, entities);
         let bare_expected = match case {
@@ -290,7 +290,7 @@ fn bench_decision(c: &mut Criterion) {
     let bytes = Case::Grant.body();
     let (_, snapshot) = &fixtures[1];
     let schema = snapshot.bundle.schema.as_ref().unwrap();
-    let full = snapshot.store.to_entities().unwrap();
+    let full = cedar_store(snapshot);
     let entities = &full;
     let body = parse(&bytes);
     let q = query(snapshot, &bytes);
@@ -448,7 +448,7 @@ fn bench_decision(c: &mut Criterion) {
             snapshot.bundle.statics.policies().count() + n
         );
         let q = query(snapshot, &bytes);
-        let full = snapshot.store.to_entities().unwrap();
+        let full = cedar_store(snapshot);
         let entities = &full;
         let response = authorizer.is_authorized(&q.request, &set, entities);
         assert_eq!(response.decision(), Decision::Allow, "all links/{n}");
@@ -463,6 +463,18 @@ fn bench_decision(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// Cedar's own store of every fixture entity, parsed with the schema in one piece: what
+/// a plain Cedar server holds, and the reference the slices are checked against.
+fn cedar_store(snapshot: &Snapshot) -> cedar_policy::Entities {
+    let cedar = cedar_policy::Entities::from_json_str(
+        &support::entities_json(),
+        snapshot.bundle.schema.as_ref(),
+    )
+    .unwrap();
+    assert_eq!(cedar.len(), snapshot.store.len());
+    cedar
 }
 
 criterion_group!(benches, bench_decision);
