@@ -352,7 +352,7 @@ start_named() {
         BIG_RSS_REST=${BIG_RSS_REST:-$(rss_mb "$SERVER_PID")}
         check_answer "$P_EBIG" "$ROLE_BODY" Allow
         check_answer "$P_EBIG" "$GRANT_BODY" Allow "$TARGET_GRANT"
-        BIG_ENTITY_COUNT=$(curl -sS --max-time 5 "http://127.0.0.1:$P_EBIG/v1/status" | grep -o '"entities":[0-9]*' | head -1 | cut -d: -f2)
+        BIG_ENTITY_COUNT=$(curl -sS --max-time 5 "http://127.0.0.1:$P_EBIG/v1/status" | grep -o '"entities":[0-9][0-9]*' | head -1 | cut -d: -f2)
         ;;
     esac
 }

@@ -2,9 +2,9 @@
 //! no logging; it returns facts for the caller to log and count.
 //!
 //! Cost does not grow with the number of grants or with policies for other actions:
-//! the static policies are pre-sliced by action (a policy whose action scope cannot
-//! match the request contributes neither a reason nor an error, so leaving it out
-//! changes nothing), and grants are looked up by principal, filtered to those in
+//! the static policies are pre-sliced by action and by principal type (a policy whose
+//! scope cannot match the request contributes neither a reason nor an error, so
+//! leaving it out changes nothing), and grants are looked up by principal, filtered to those in
 //! force at `now`, and linked into a small per-request policy set. The two
 //! evaluations are combined with Cedar's own rule: any satisfied forbid denies,
 //! otherwise any satisfied permit allows.
@@ -13,7 +13,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use cedar_policy::{
-    Authorizer, Decision, Entities, EntityUid, PolicyId, PolicySet, Response, SlotId,
+    Authorizer, Decision, Entities, EntityTypeName, EntityUid, PolicyId, PolicySet,
+    PrincipalConstraint, Response, SlotId,
 };
 use jiff::Timestamp;
 
@@ -37,6 +38,22 @@ pub struct Slices {
 struct Slice {
     ancestors: HashSet<EntityUid>,
     policies: PolicySet,
+    /// `policies` cut again by the principal's type, for every type a principal scope
+    /// names (`is T`, `== T::".."`): a policy whose scope needs another type cannot
+    /// match, so it contributes nothing.
+    by_principal: HashMap<EntityTypeName, PolicySet>,
+    /// The policies whose principal scope names no type: all a principal of any other
+    /// type can match.
+    untyped: PolicySet,
+}
+
+/// The principal type a policy's scope requires, if any.
+fn principal_type(policy: &cedar_policy::Policy) -> Option<EntityTypeName> {
+    match policy.principal_constraint() {
+        PrincipalConstraint::Any | PrincipalConstraint::In(_) => None,
+        PrincipalConstraint::Eq(uid) => Some(uid.type_name().clone()),
+        PrincipalConstraint::Is(ty) | PrincipalConstraint::IsIn(ty, _) => Some(ty),
+    }
 }
 
 impl Slice {
@@ -62,14 +79,37 @@ impl Slices {
         if let Some(schema) = &bundle.schema {
             actions.extend(schema.actions().cloned());
         }
+        let typed: HashSet<EntityTypeName> = bundle
+            .statics
+            .policies()
+            .filter_map(principal_type)
+            .collect();
         let by_action = actions
             .into_iter()
             .map(|action| {
                 let mut policies = PolicySet::new();
+                let mut untyped = PolicySet::new();
+                let mut by_principal: HashMap<EntityTypeName, PolicySet> = typed
+                    .iter()
+                    .map(|ty| (ty.clone(), PolicySet::new()))
+                    .collect();
                 for policy in bundle.statics.policies() {
                     if action_constraint_matches(&policy.action_constraint(), &action, entities) {
                         // Ids are unique in `statics`, so adding to a fresh set cannot fail.
                         let _ = policies.add(policy.clone());
+                        match principal_type(policy) {
+                            Some(ty) => {
+                                if let Some(set) = by_principal.get_mut(&ty) {
+                                    let _ = set.add(policy.clone());
+                                }
+                            }
+                            None => {
+                                let _ = untyped.add(policy.clone());
+                                for set in by_principal.values_mut() {
+                                    let _ = set.add(policy.clone());
+                                }
+                            }
+                        }
                     }
                 }
                 let ancestors = entities
@@ -83,6 +123,8 @@ impl Slices {
                     Slice {
                         ancestors,
                         policies,
+                        by_principal,
+                        untyped,
                     },
                 )
             })
@@ -100,16 +142,17 @@ impl Slices {
             .map_or(&self.all, |slice| &slice.policies)
     }
 
-    /// The static policies that can match `query`. Entities in the request body can
-    /// put a stored action under more groups (a stored action may name a parent the
-    /// store does not hold, and the body may define it); the slice cut with the
-    /// store's hierarchy would then miss policies on those groups, so such a request
-    /// gets every policy.
+    /// The static policies that can match `query`: its action's, cut again by the
+    /// principal's type. Entities in the request body can put a stored action under
+    /// more groups (a stored action may name a parent the store does not hold, and the
+    /// body may define it); the slice cut with the store's hierarchy would then miss
+    /// policies on those groups, so such a request gets every policy.
     pub fn for_query(&self, query: &Query) -> &PolicySet {
         match self.by_action.get(&query.action) {
-            Some(slice) if !query.merged || slice.holds_in(&query.action, &query.entities) => {
-                &slice.policies
-            }
+            Some(slice) if !query.merged || slice.holds_in(&query.action, &query.entities) => slice
+                .by_principal
+                .get(query.principal.type_name())
+                .unwrap_or(&slice.untyped),
             _ => &self.all,
         }
     }

@@ -945,6 +945,8 @@ fn principal_scope() -> impl Strategy<Value = String> {
         1 => (0..5_usize).prop_map(|u| format!("principal == User::\"u{u}\"")),
         1 => (0..3_usize).prop_map(|t| format!("principal in Group::\"t{t}\"")),
         1 => Just("principal is User".to_owned()),
+        // The engine slices by principal type too: a second type named in scopes.
+        1 => Just("principal is Group".to_owned()),
         1 => (0..3_usize).prop_map(|t| format!("principal is User in Group::\"t{t}\"")),
     ]
 }
