@@ -35,10 +35,12 @@ use smol_str::SmolStr;
 use crate::config::Validation;
 use crate::policy::{PolicyError, SourceFile, one_line};
 
-/// Decoded entities kept for reuse, and a quarter as many slices. At ~5 KB for a large
-/// user this bounds the caches near 20 MB (slices share the entities they hold); hot
-/// principals, their workspaces and their requests' slices stay decoded.
-pub const DEFAULT_CACHE_ENTITIES: usize = 4096;
+/// Decoded entities kept for reuse, and a quarter as many slices. A decoded user of the
+/// benchmark's shape costs ~6 KB and a slice pins the entities it holds, so under
+/// churn (every request a different user) the caches and the allocator's slack cost
+/// ~30 MB at this size (4,096 cost ~90 MB). Hot principals, their workspaces and
+/// their requests' slices stay decoded; a miss costs a few microseconds.
+pub const DEFAULT_CACHE_ENTITIES: usize = 1024;
 
 /// Schema findings kept in warn mode; the rest are counted.
 const MAX_FINDINGS: usize = 20;

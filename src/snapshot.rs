@@ -354,6 +354,35 @@ fn read_document(
     Ok(doc)
 }
 
+/// The digest `hash_files` (`with_path`) or `hash_bytes` gives the file's content,
+/// computed as the file streams by instead of from a copy of it in memory.
+fn file_digest(path: &Path, with_path: bool) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut hasher = Sha256::new();
+    if with_path {
+        hasher.update(path.as_os_str().as_encoded_bytes());
+        hasher.update([0]);
+    }
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(buf.get(..n).unwrap_or_default());
+    }
+    if with_path {
+        hasher.update([0]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
 fn hash_bytes(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
@@ -773,6 +802,7 @@ impl Store {
         };
         let files = matches!(pass, Pass::Files);
         let mut reread_entities: Option<SourceFile> = None;
+        let mut entities_unchanged_at: Option<PathBuf> = None;
         let policies = files.then(|| policy::load_policy_files(&self.sources.policies));
         match policies {
             None => {}
@@ -802,6 +832,17 @@ impl Store {
             } else {
                 &current.revisions.entities
             };
+            // The entities file can be tens of megabytes: an unchanged one is only
+            // hashed, as it streams by, never held (a rescan every 30 s would otherwise
+            // leave its size in the allocator each time).
+            if input == Input::Entities
+                && let Ok(hash) = file_digest(path, true)
+                && Some(&hash) == known.as_ref()
+            {
+                observe(input, hash, state);
+                entities_unchanged_at = Some(path.clone());
+                continue;
+            }
             match SourceFile::load(path) {
                 Ok(file) => {
                     let hash = hash_files(std::slice::from_ref(&file));
@@ -849,31 +890,47 @@ impl Store {
             }
         }
         if let Some(path) = self.sources.grants.as_ref().filter(|_| files) {
-            match std::fs::read(path) {
-                Ok(bytes) => {
-                    let hash = hash_bytes(&bytes);
-                    observe(Input::Grants, hash.clone(), state);
-                    if Some(&hash) != state.last_good.feed_hash.as_ref() {
-                        let held = state.last_good.feed.as_ref();
-                        match read_document(&bytes, self.trust.as_ref(), held, now) {
-                            Ok(doc) => {
-                                candidate.feed = Some(doc);
-                                candidate.feed_hash = Some(hash);
-                                changed.push(Input::Grants);
-                            }
-                            Err(e) => {
-                                if let FeedFailure::Rejected(r) = &e {
-                                    feed_rejection = Some(r.reason);
+            // As for the entities: an unchanged feed file is hashed, not held.
+            let unchanged = file_digest(path, false)
+                .ok()
+                .filter(|hash| Some(hash) == state.last_good.feed_hash.as_ref());
+            let read = match unchanged {
+                Some(hash) => Err(hash),
+                None => Ok(std::fs::read(path)),
+            };
+            if let Err(hash) = &read {
+                observe(Input::Grants, hash.clone(), state);
+            }
+            if let Ok(read) = read {
+                match read {
+                    Ok(bytes) => {
+                        let hash = hash_bytes(&bytes);
+                        observe(Input::Grants, hash.clone(), state);
+                        if Some(&hash) != state.last_good.feed_hash.as_ref() {
+                            let held = state.last_good.feed.as_ref();
+                            match read_document(&bytes, self.trust.as_ref(), held, now) {
+                                Ok(doc) => {
+                                    candidate.feed = Some(doc);
+                                    candidate.feed_hash = Some(hash);
+                                    changed.push(Input::Grants);
                                 }
-                                failed.push((Input::Grants, format!("`{}`: {e}", path.display())));
+                                Err(e) => {
+                                    if let FeedFailure::Rejected(r) = &e {
+                                        feed_rejection = Some(r.reason);
+                                    }
+                                    failed.push((
+                                        Input::Grants,
+                                        format!("`{}`: {e}", path.display()),
+                                    ));
+                                }
                             }
                         }
                     }
-                }
-                Err(e) => {
-                    let message = format!("cannot read `{}`: {e}", path.display());
-                    observe(Input::Grants, format!("error: {message}"), state);
-                    failed.push((Input::Grants, message));
+                    Err(e) => {
+                        let message = format!("cannot read `{}`: {e}", path.display());
+                        observe(Input::Grants, format!("error: {message}"), state);
+                        failed.push((Input::Grants, message));
+                    }
                 }
             }
         }
@@ -931,6 +988,18 @@ impl Store {
         let bundle_rebuilt = !Arc::ptr_eq(&bundle, &current.bundle);
         let mut store = Arc::clone(&current.store);
         if bundle_rebuilt || changed.contains(&Input::Entities) {
+            // New policies or a new schema must check the unchanged entities: read
+            // them now. Content that changed since it was hashed is a change like any.
+            if let Some(path) = entities_unchanged_at.take()
+                && let Ok(file) = SourceFile::load(&path)
+            {
+                if Some(hash_files(std::slice::from_ref(&file))) == current.revisions.entities {
+                    reread_entities = Some(file);
+                } else {
+                    candidate.entities = Some(file);
+                    changed.push(Input::Entities);
+                }
+            }
             let entities_changed = changed.contains(&Input::Entities);
             let source = if entities_changed {
                 candidate.entities.as_ref()

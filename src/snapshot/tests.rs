@@ -211,3 +211,19 @@ fn the_entities_text_is_not_kept_but_a_policy_change_still_checks_the_entities()
     assert_eq!(f.store.current().generation, 3);
     assert_ne!(f.store.current().revisions.entities, entities_revision);
 }
+
+#[test]
+fn a_streamed_file_digest_is_the_hash_of_its_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("e.json");
+    // Several read buffers long, and not a multiple of one.
+    let text: String = (0..70_000).map(|i| format!("{i},")).collect();
+    std::fs::write(&path, &text).unwrap();
+    let file = SourceFile {
+        path: path.clone(),
+        text: text.clone(),
+    };
+    assert_eq!(file_digest(&path, true).unwrap(), hash_files(&[file]));
+    assert_eq!(file_digest(&path, false).unwrap(), hash_bytes(text.as_bytes()));
+    assert!(file_digest(&dir.path().join("missing"), false).is_err());
+}
