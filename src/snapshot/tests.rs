@@ -224,6 +224,9 @@ fn a_streamed_file_digest_is_the_hash_of_its_content() {
         text: text.clone(),
     };
     assert_eq!(file_digest(&path, true).unwrap(), hash_files(&[file]));
-    assert_eq!(file_digest(&path, false).unwrap(), hash_bytes(text.as_bytes()));
+    assert_eq!(
+        file_digest(&path, false).unwrap(),
+        hash_bytes(text.as_bytes())
+    );
     assert!(file_digest(&dir.path().join("missing"), false).is_err());
 }
