@@ -232,14 +232,16 @@ fn body_entities(
     schema: Option<&Schema>,
     validation: Validation,
 ) -> Result<Vec<cedar_policy::Entity>, RequestError> {
-    let parsed = match Entities::from_json_value(value.clone(), schema) {
-        Ok(parsed) => parsed,
-        Err(err) if validation == Validation::Warn && schema.is_some() => {
+    // Only warn mode may parse a second time, so only it keeps a copy for that.
+    let fallback = (validation == Validation::Warn && schema.is_some()).then(|| value.clone());
+    let parsed = match (Entities::from_json_value(value, schema), fallback) {
+        (Ok(parsed), _) => parsed,
+        (Err(err), Some(value)) => {
             tracing::debug!(error = %one_line(&err), "request entities do not conform to the schema");
             Entities::from_json_value(value, None)
                 .map_err(|e| RequestError::Entities(one_line(&e)))?
         }
-        Err(err) => return Err(RequestError::Entities(one_line(&err))),
+        (Err(err), None) => return Err(RequestError::Entities(one_line(&err))),
     };
     let is_action = |uid: &EntityUid| schema.is_some_and(|s| s.actions().any(|a| a == uid));
     Ok(parsed

@@ -20,9 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use jiff::Timestamp;
-use notify::Watcher;
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ReloadConfig, RemoteFeedConfig, Sources, Validation};
@@ -1207,49 +1205,18 @@ pub fn spawn_reloader(
     config: ReloadConfig,
     cancel: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, notify::Error> {
-    let (tx, mut rx) = mpsc::channel::<()>(1);
     let filter = EventFilter::new(store.sources());
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let Ok(event) = event else { return };
-        if !event.kind.is_access() && event.paths.iter().any(|p| filter.concerns(p)) {
-            // Full means a signal is already pending; one is enough.
-            let _ = tx.try_send(());
-        }
-    })?;
-    for (dir, mode) in watch_dirs(store.sources()) {
-        // Absolute, so event paths compare equal to the filter's.
-        let dir = std::path::absolute(&dir).unwrap_or(dir);
-        watcher.watch(&dir, mode)?;
-    }
-    // However busy the directory, a change goes live within this long.
-    let max_wait = config.debounce * 4;
-    Ok(tokio::spawn(async move {
-        // Dropping the watcher stops its thread, so it lives as long as this task.
-        let _watcher = watcher;
-        let mut rescan = tokio::time::interval(config.rescan);
-        rescan.tick().await;
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => break,
-                Some(()) = rx.recv() => {
-                    // Wait for quiet: every further event restarts the debounce, up to
-                    // `max_wait` after the first one.
-                    let deadline = tokio::time::Instant::now() + max_wait;
-                    loop {
-                        tokio::select! {
-                            () = cancel.cancelled() => return,
-                            () = tokio::time::sleep(config.debounce) => break,
-                            () = tokio::time::sleep_until(deadline) => break,
-                            Some(()) = rx.recv() => {}
-                        }
-                    }
-                }
-                _ = rescan.tick() => {}
-            }
-            let store = Arc::clone(&store);
-            let _ = tokio::task::spawn_blocking(move || store.reload(Timestamp::now())).await;
-        }
-    }))
+    let dirs = watch_dirs(store.sources());
+    crate::watch::spawn_dirs(
+        &dirs,
+        move |path| filter.concerns(path),
+        config.debounce,
+        config.rescan,
+        cancel,
+        move || {
+            store.reload(Timestamp::now());
+        },
+    )
 }
 
 /// Which file events can concern an input: the input files themselves, `.cedar` files

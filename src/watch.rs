@@ -2,8 +2,8 @@
 //! TLS files and the token file need: their directories are watched (editors and
 //! ConfigMaps replace files by rename or symlink swap), events only signal, a burst
 //! is debounced, a timer rescans in case an event was lost, and the reload runs off
-//! the async threads. The snapshot's reloader has its own loop: it tracks which of
-//! its inputs changed.
+//! the async threads. The snapshot's reloader uses the same loop ([`spawn_dirs`]) with
+//! its own directories (the policy directory recursively) and event filter.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,7 +26,6 @@ pub fn spawn(
     cancel: CancellationToken,
     reload: impl Fn() + Send + Sync + 'static,
 ) -> Result<JoinHandle<()>, notify::Error> {
-    let (tx, mut rx) = mpsc::channel::<()>(1);
     let names: Vec<std::ffi::OsString> = files
         .iter()
         .filter_map(|p| p.file_name().map(ToOwned::to_owned))
@@ -37,6 +36,36 @@ pub fn spawn(
             names.iter().any(|name| name == n) || n.to_string_lossy().starts_with("..")
         })
     };
+    let mut dirs: Vec<(PathBuf, notify::RecursiveMode)> = files
+        .iter()
+        .map(|p| {
+            let dir = match p.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            (dir, notify::RecursiveMode::NonRecursive)
+        })
+        .collect();
+    dirs.sort_by(|a, b| a.0.cmp(&b.0));
+    dirs.dedup();
+    spawn_dirs(&dirs, concerns, debounce, rescan, cancel, reload)
+}
+
+/// The loop behind [`spawn`]: watches `dirs` (made absolute, so event paths compare
+/// equal to what `concerns` expects), and calls `reload` after events on paths that
+/// `concerns` accepts (debounced as in [`spawn`]) and every `rescan`, until `cancel`.
+///
+/// # Errors
+/// The watcher cannot be created or a directory cannot be watched.
+pub fn spawn_dirs(
+    dirs: &[(PathBuf, notify::RecursiveMode)],
+    concerns: impl Fn(&Path) -> bool + Send + 'static,
+    debounce: Duration,
+    rescan: Duration,
+    cancel: CancellationToken,
+    reload: impl Fn() + Send + Sync + 'static,
+) -> Result<JoinHandle<()>, notify::Error> {
+    let (tx, mut rx) = mpsc::channel::<()>(1);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
         if !event.kind.is_access() && event.paths.iter().any(|p| concerns(p)) {
@@ -44,20 +73,9 @@ pub fn spawn(
             let _ = tx.try_send(());
         }
     })?;
-    let mut dirs: Vec<PathBuf> = files
-        .iter()
-        .map(|p| {
-            let dir = match p.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-                _ => PathBuf::from("."),
-            };
-            std::path::absolute(&dir).unwrap_or(dir)
-        })
-        .collect();
-    dirs.sort();
-    dirs.dedup();
-    for dir in &dirs {
-        watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
+    for (dir, mode) in dirs {
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+        watcher.watch(&dir, *mode)?;
     }
     // However busy the directory, a change goes live within this long.
     let max_wait = debounce * 4;
