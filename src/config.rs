@@ -55,6 +55,9 @@ pub const DEFAULT_H2_MAX_PENDING_RESETS: usize = 20;
 /// handful of levels; the bound keeps recursive parsers (serde's, Cedar's) far from
 /// the stack's end.
 pub const DEFAULT_MAX_JSON_DEPTH: usize = 64;
+/// Bytes of answers the decision cache of `/v1/is_authorized` keeps (8 MiB: some
+/// 13,000 ordinary answers); `0` turns it off.
+pub const DEFAULT_DECISION_CACHE_BYTES: usize = 8 * 1024 * 1024;
 pub const DEFAULT_DECISION_QUEUE: usize = 65_536;
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// A remote grant feed not confirmed fresh for this long suspends all grants.
@@ -146,6 +149,8 @@ pub struct HttpConfig {
     pub h2_max_pending_resets: usize,
     /// Nesting of arrays and objects in a JSON request body.
     pub max_json_depth: usize,
+    /// Bytes the decision cache may hold; `0` is off.
+    pub decision_cache_bytes: usize,
 }
 
 impl Default for HttpConfig {
@@ -162,6 +167,7 @@ impl Default for HttpConfig {
             h2_max_streams: DEFAULT_H2_MAX_STREAMS,
             h2_max_pending_resets: DEFAULT_H2_MAX_PENDING_RESETS,
             max_json_depth: DEFAULT_MAX_JSON_DEPTH,
+            decision_cache_bytes: DEFAULT_DECISION_CACHE_BYTES,
         }
     }
 }
@@ -390,6 +396,7 @@ pub struct FileConfig {
     pub debounce_ms: Option<u64>,
     pub rescan_ms: Option<u64>,
     pub decision_queue: Option<usize>,
+    pub decision_cache_bytes: Option<usize>,
     pub shutdown_grace_ms: Option<u64>,
     pub workflow: Option<PathBuf>,
     pub tokens: Option<PathBuf>,
@@ -598,6 +605,10 @@ mod tests {
         assert_eq!(file.policies.as_deref(), Some(Path::new(DEFAULT_POLICIES)));
         assert_eq!(file.max_body_bytes, Some(DEFAULT_MAX_BODY));
         assert_eq!(file.rescan_ms, Some(30_000));
+        assert_eq!(
+            file.decision_cache_bytes,
+            Some(DEFAULT_DECISION_CACHE_BYTES)
+        );
     }
 
     #[test]

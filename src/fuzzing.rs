@@ -118,6 +118,7 @@ fn fixture() -> &'static Fixture {
             workflow: None,
             gateway: Some(gateway),
             tls: None,
+            cache: crate::http::DecisionCache::new(0),
         };
         let raw = RawInputs::load(&sources(false)).expect("the shipped inputs load");
         let held = crate::feed::parse_document(

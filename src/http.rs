@@ -35,10 +35,12 @@ use crate::request::{self, Body, RequestError};
 use crate::snapshot::{Snapshot, Store};
 use crate::workflow::{ErrorKind, WorkflowError};
 
+mod cache;
 mod gateway;
 mod limits;
 pub mod listener;
 mod workflow;
+pub use cache::DecisionCache;
 pub use gateway::{DECISION_ID_HEADER, GRANTS_HEADER, PRINCIPAL_HEADER, VALID_UNTIL_HEADER};
 pub use workflow::WorkflowApi;
 
@@ -63,6 +65,9 @@ pub struct App {
     pub gateway: Option<Arc<crate::gateway::Gateway>>,
     /// The listener's TLS, for `/v1/status` (`--tls-cert`).
     pub tls: Option<Arc<crate::tls::ServerTls>>,
+    /// Answers of `/v1/is_authorized` reused while they provably hold
+    /// (`--decision-cache-bytes`; see [`cache`]).
+    pub cache: DecisionCache,
 }
 
 /// A client's mistake or our failure, mapped to one status by [`ApiError::status`].
@@ -191,7 +196,14 @@ impl ApiError {
 }
 
 fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Full<Bytes>> {
-    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    bytes_response(
+        status,
+        serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec()),
+    )
+}
+
+/// A response with a JSON body already serialized.
+fn bytes_response(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response
@@ -286,20 +298,23 @@ fn explain_param(query: Option<&str>, path: &str) -> Result<bool, ApiError> {
 
 impl App {
     /// Decides one parsed body against `snapshot` and records it; `body_len` bounds
-    /// the size of the JSON the record keeps.
+    /// the size of the JSON the record keeps. With `seed`, also returns what the
+    /// decision cache needs to reuse the answer, if it can be reused.
+    #[allow(clippy::too_many_arguments)]
     fn decide(
         &self,
         snapshot: &Snapshot,
         body: Body,
         now: Timestamp,
+        started: Instant,
         explain: bool,
         body_len: usize,
-    ) -> Result<(Answer, Option<Explanation>), RequestError> {
-        let started = Instant::now();
+        seed: bool,
+    ) -> Result<(Answer, Option<Explanation>, Option<cache::Seed>), RequestError> {
         let kept = self.keep_json(&body, body_len);
         let query =
             request::build_query(body, &snapshot.bundle, &snapshot.store, snapshot.validation)?;
-        Ok(self.decide_query_with(snapshot, &query, now, started, explain, kept))
+        Ok(self.decide_query_seeded(snapshot, &query, now, started, explain, kept, seed))
     }
 
     /// The request JSON the decision record keeps, when there is a decision log.
@@ -322,6 +337,22 @@ impl App {
         explain: bool,
         kept: RequestJson,
     ) -> (Answer, Option<Explanation>) {
+        let (answer, explanation, _) =
+            self.decide_query_seeded(snapshot, query, now, started, explain, kept, false);
+        (answer, explanation)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn decide_query_seeded(
+        &self,
+        snapshot: &Snapshot,
+        query: &request::Query,
+        now: Timestamp,
+        started: Instant,
+        explain: bool,
+        kept: RequestJson,
+        seed: bool,
+    ) -> (Answer, Option<Explanation>, Option<cache::Seed>) {
         let outcome = engine::decide(snapshot, query, now);
         self.metrics.decision(
             outcome.is_allow(),
@@ -330,6 +361,7 @@ impl App {
         );
         let explanation = explain.then(|| explain::explain_outcome(snapshot, query, now, &outcome));
         let decision_id = self.log.next_id();
+        let mut cached_record = None;
         if self.log.enabled() {
             let near_misses = match &explanation {
                 Some(e) => e
@@ -340,7 +372,7 @@ impl App {
                     .collect(),
                 None => explain::near_misses(snapshot, query, now, &outcome),
             };
-            self.log.submit(record(
+            let record = record(
                 &decision_id,
                 snapshot,
                 query,
@@ -348,15 +380,56 @@ impl App {
                 now,
                 &near_misses,
                 kept,
-            ));
+            );
+            if seed {
+                cached_record = Some(DecisionRecord {
+                    decision_id: String::new(),
+                    ..record.clone()
+                });
+            }
+            self.log.submit(record);
         }
+        let seed = seed
+            .then(|| cache::Seed::new(snapshot, query, &outcome, now, cached_record))
+            .flatten();
         tracing::debug!(
             decision_id = %decision_id,
             decision = decision_str(outcome.decision),
             grants = outcome.grants.len(),
             "decided"
         );
-        (Answer::new(outcome, decision_id), explanation)
+        (Answer::new(outcome, decision_id), explanation, seed)
+    }
+
+    /// Answers from the decision cache: counted, numbered and logged as a fresh
+    /// decision is, from the same bytes.
+    fn answer_cached(
+        &self,
+        hit: &cache::Cached,
+        now: Timestamp,
+        started: Instant,
+    ) -> Response<Full<Bytes>> {
+        self.metrics
+            .decision(hit.allow, hit.used_grant, started.elapsed());
+        self.metrics.decision_cache(true);
+        let decision_id = self.log.next_id();
+        if let Some(record) = &hit.record
+            && self.log.enabled()
+        {
+            self.log.submit(DecisionRecord {
+                decision_id: decision_id.clone(),
+                time: now,
+                ..record.clone()
+            });
+        }
+        tracing::debug!(
+            decision_id = %decision_id,
+            decision = hit.decision,
+            grants = hit.grants,
+            cached = true,
+            "decided"
+        );
+        bytes_response(StatusCode::OK, hit.answer(&decision_id))
     }
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -421,11 +494,49 @@ impl App {
             Route::IsAuthorized => {
                 let explain = explain_param(req.uri().query(), path)?;
                 let bytes = self.read_body(req).await?;
-                let body: Body = parse_json(&bytes)?;
+                let started = Instant::now();
                 let snapshot = self.store.current();
-                let (answer, explanation) =
-                    self.decide(&snapshot, body, (self.clock)(), explain, bytes.len())?;
+                let now = (self.clock)();
+                // Explanations are not cached: they say how each grant stands at `now`.
+                let cacheable = !explain && self.cache.enabled();
+                if cacheable {
+                    if let Some(hit) = self.cache.get(&bytes, &snapshot, now) {
+                        return Ok(self.answer_cached(&hit, now, started));
+                    }
+                    self.metrics.decision_cache(false);
+                }
+                let body: Body = parse_json(&bytes)?;
+                let (mut answer, explanation, seed) = self.decide(
+                    &snapshot,
+                    body,
+                    now,
+                    started,
+                    explain,
+                    bytes.len(),
+                    cacheable,
+                )?;
                 Ok(match &explanation {
+                    None if cacheable => {
+                        // The answer is built from the head the cache keeps, so a hit
+                        // returns what this miss returns, byte for byte.
+                        let decision_id = std::mem::take(&mut answer.decision_id);
+                        let blank = serde_json::to_vec(&answer).unwrap_or_default();
+                        match cache::head_of(&blank) {
+                            Some(head) => {
+                                if let Some(seed) = seed {
+                                    self.cache.insert(&bytes, &snapshot, now, head, seed);
+                                }
+                                bytes_response(
+                                    StatusCode::OK,
+                                    cache::answer_bytes(head, &decision_id),
+                                )
+                            }
+                            None => {
+                                answer.decision_id = decision_id;
+                                json_response(StatusCode::OK, &answer)
+                            }
+                        }
+                    }
                     None => json_response(StatusCode::OK, &answer),
                     Some(explanation) => json_response(
                         StatusCode::OK,

@@ -30,6 +30,8 @@ pub struct Metrics {
     /// No labels; a vector only so that it is absent until a remote feed first answers.
     feed_age: GaugeVec,
     decision_log_dropped: IntCounter,
+    /// `[miss, hit]` of the decision cache.
+    decision_cache: [IntCounter; 2],
     responses: IntCounterVec,
     /// Label children resolved once: `with_label_values` hashes the labels on every
     /// call, a cost paid on every decision otherwise. Filled on first use, so a series
@@ -182,6 +184,18 @@ impl Metrics {
             "elevate_decision_log_dropped_total",
             "Decision records dropped because the log queue was full (never records that used a grant)",
         )?;
+        let decision_cache_vec = IntCounterVec::new(
+            Opts::new(
+                "elevate_decision_cache_total",
+                "Lookups of the decision cache of /v1/is_authorized by result (hit, miss); \
+                 none while it is off or for explained requests",
+            ),
+            &["result"],
+        )?;
+        let decision_cache = [
+            decision_cache_vec.with_label_values(&["miss"]),
+            decision_cache_vec.with_label_values(&["hit"]),
+        ];
         let responses = IntCounterVec::new(
             Opts::new(
                 "elevate_http_responses_total",
@@ -200,6 +214,7 @@ impl Metrics {
         registry.register(Box::new(input_age.clone()))?;
         registry.register(Box::new(feed_age.clone()))?;
         registry.register(Box::new(decision_log_dropped.clone()))?;
+        registry.register(Box::new(decision_cache_vec))?;
         registry.register(Box::new(responses.clone()))?;
         // Pre-create label values so every series exists from the first scrape.
         for decision in ["allow", "deny"] {
@@ -231,6 +246,7 @@ impl Metrics {
             input_age,
             feed_age,
             decision_log_dropped,
+            decision_cache,
             responses,
             resolved: Arc::new(Resolved::default()),
         })
@@ -304,6 +320,12 @@ impl Metrics {
         self.feed_rejected
             .with_label_values(&[reason.as_str()])
             .inc();
+    }
+
+    pub fn decision_cache(&self, hit: bool) {
+        if let Some(counter) = self.decision_cache.get(usize::from(hit)) {
+            counter.inc();
+        }
     }
 
     pub fn decision_log_dropped(&self) {

@@ -40,6 +40,11 @@ pub struct ServeArgs {
     /// Decision records queued before ordinary ones are dropped [default: 65536]
     #[arg(long, env = "ELEVATE_DECISION_QUEUE")]
     pub decision_queue: Option<usize>,
+    /// Bytes of answers to reuse for identical `/v1/is_authorized` bodies while they
+    /// provably hold (same inputs, no grant window or feed deadline crossed); `0` is
+    /// off [default: 8388608]
+    #[arg(long, env = "ELEVATE_DECISION_CACHE_BYTES")]
+    pub decision_cache_bytes: Option<usize>,
     /// Time to drain in-flight requests on shutdown, in ms [default: 10000]
     #[arg(long, env = "ELEVATE_SHUTDOWN_GRACE_MS")]
     pub shutdown_grace_ms: Option<u64>,
@@ -372,6 +377,10 @@ impl ServeArgs {
                     .max_connections
                     .or(file.max_connections)
                     .unwrap_or(config::DEFAULT_MAX_CONNECTIONS),
+                decision_cache_bytes: self
+                    .decision_cache_bytes
+                    .or(file.decision_cache_bytes)
+                    .unwrap_or(config::DEFAULT_DECISION_CACHE_BYTES),
                 ..HttpConfig::default()
             },
             decision_log,
@@ -1249,6 +1258,7 @@ pub fn start_with_options(
         workflow,
         gateway,
         tls,
+        cache: http::DecisionCache::new(config.http.decision_cache_bytes),
     });
     let token = cancel.clone();
     let grpc = grpc.map(|grpc| {
