@@ -10,8 +10,13 @@
 #     Allow from its grant `g-target-finops`; a Deny with 0 grants);
 #   * for each: max throughput (-c64), low load (-c1) and about half of the max
 #     throughput (random think time per connection, see bench/post.lua);
+#   * the same two requests with the decision cache off (--decision-cache-bytes 0):
+#     wrk repeats one body, so with the cache on (the default) every answer after the
+#     first is a hit; these rows are the cost of deciding every request;
 #   * elevate with 100,000 grants and 100,000 users (101,836 entities; the same seed,
-#     so u-7 and its grant are the same): throughput and resident memory;
+#     so u-7 and its grant are the same): throughput and resident memory; and a churn
+#     run where every request is a random user on a random project (bench/churn.lua),
+#     so the cache almost never hits (its hit rate is printed);
 #   * reload under load: the 100k feed replaced every 100 ms (atomic rename, two
 #     alternating pre-generated feeds) while wrk runs the grant request at -c64; and the
 #     cost of one reload, measured unloaded.
@@ -24,7 +29,7 @@
 # Environment:
 #   DURATION=10            seconds per wrk run
 #   CONNECTIONS=64         connections of the max-throughput runs
-#   PORT_BASE=18380        ports PORT_BASE .. PORT_BASE+2
+#   PORT_BASE=18380        ports PORT_BASE .. PORT_BASE+4
 #   HALF_DELAY_MS=2        mean think time of the half-load runs (ms; fewer timers in wrk)
 #   RELOAD_DEBOUNCE_MS=20  elevate's --debounce-ms (its bounded debounce waits at most
 #                          4x this, so with 20 a replacement every 100 ms is picked up)
@@ -101,7 +106,7 @@ FIX=$TMP/fixtures
 log "fixtures with 100,000 users into $TMP/fixtures-big (entities only)"
 BENCH_USERS=100000 "$GEN" "$TMP/fixtures-big" 0 >&2
 BIG_ENTITIES=$TMP/fixtures-big/entities.json
-mkdir -p "$TMP/e0" "$TMP/e100k" "$TMP/ebig" "$TMP/run"
+mkdir -p "$TMP/e0" "$TMP/e100k" "$TMP/ebig" "$TMP/enc" "$TMP/run"
 ln "$FIX/grants-0.json" "$TMP/e0/grants.json"
 ln "$FIX/grants-$GRANTS.json" "$TMP/e100k/grants.json"
 ln "$FIX/grants-$GRANTS.json" "$TMP/ebig/grants.json"
@@ -209,7 +214,7 @@ run_wrk() {
     children_cpu_s
     w0=$(<"$TMP/run/times.s")
     WRK_BODY=$body WRK_DELAY_MS=$delay WRK_EXPECT=$expect \
-        taskset -c 1 wrk -t1 -c"$conns" -d"${dur}s" --latency -s "$REPO/bench/post.lua" \
+        taskset -c 1 wrk -t1 -c"$conns" -d"${dur}s" --latency -s "${WRK_SCRIPT:-$REPO/bench/post.lua}" \
         "http://127.0.0.1:$port/v1/is_authorized" >"$out" 2>&1 || {
         cat "$out" >&2
         die "wrk failed"
@@ -293,14 +298,26 @@ P_FLOOR=$PORT_BASE
 P_E0=$((PORT_BASE + 1))
 P_E100K=$((PORT_BASE + 2))
 P_EBIG=$((PORT_BASE + 3))
+P_ENC=$((PORT_BASE + 4))
 
-# start_elevate NAME PORT DIR [ENTITIES]: elevate serve on PORT with DIR/grants.json.
+# start_elevate NAME PORT DIR [ENTITIES [FLAG...]]: elevate serve on PORT with
+# DIR/grants.json.
 start_elevate() {
     local name=$1 port=$2 dir=$3 entities=${4:-$FIX/entities.json}
+    shift $(($# < 4 ? $# : 4))
     start_server "$name" "$port" /readyz "$BIN" serve --listen "127.0.0.1:$port" \
         --policies "$REPO/policies" --schema "$REPO/schema/elevate.cedarschema" \
         --entities "$entities" --grants "$dir/grants.json" \
-        --debounce-ms "$RELOAD_DEBOUNCE_MS"
+        --debounce-ms "$RELOAD_DEBOUNCE_MS" "$@"
+}
+
+# cache_counts PORT: "HITS MISSES" of the decision cache so far.
+cache_counts() {
+    local text
+    text=$(curl -sS --max-time 5 "http://127.0.0.1:$1/metrics")
+    printf '%s %s\n' \
+        "$(awk '$1 == "elevate_decision_cache_total{result=\"hit\"}" { print $2 }' <<<"$text")" \
+        "$(awk '$1 == "elevate_decision_cache_total{result=\"miss\"}" { print $2 }' <<<"$text")"
 }
 
 # The fixture feed that is not the live one now (by inode: the live file is a link).
@@ -318,6 +335,9 @@ SCENARIOS=(
     "e100k|elevate 100k grant|GRANT_BODY"
     "ebig|elevate 100k+100k ent. role|ROLE_BODY"
     "ebig|elevate 100k+100k ent. grant|GRANT_BODY"
+    "ebig|elevate 100k+100k churn role|CHURN"
+    "enc|elevate 100k role, no cache|ROLE_BODY"
+    "enc|elevate 100k grant, no cache|GRANT_BODY"
 )
 
 server_port() {
@@ -326,6 +346,7 @@ server_port() {
     e0) echo "$P_E0" ;;
     e100k) echo "$P_E100K" ;;
     ebig) echo "$P_EBIG" ;;
+    enc) echo "$P_ENC" ;;
     esac
 }
 
@@ -354,6 +375,12 @@ start_named() {
         check_answer "$P_EBIG" "$GRANT_BODY" Allow "$TARGET_GRANT"
         BIG_ENTITY_COUNT=$(curl -sS --max-time 5 "http://127.0.0.1:$P_EBIG/v1/status" | grep -o '"entities":[0-9][0-9]*' | head -1 | cut -d: -f2)
         ;;
+    enc)
+        ln -f "$FIX/grants-$GRANTS.json" "$TMP/enc/grants.json"
+        start_elevate elevate-100k-nocache "$P_ENC" "$TMP/enc" "$FIX/entities.json" --decision-cache-bytes 0
+        check_answer "$P_ENC" "$ROLE_BODY" Allow
+        check_answer "$P_ENC" "$GRANT_BODY" Allow "$TARGET_GRANT"
+        ;;
     esac
 }
 
@@ -364,12 +391,22 @@ start_named() {
 # time), then low load, then half load. Each server is started fresh for each phase,
 # one at a time, so no idle server shares CPU 0 with the measured one.
 for phase in max low half; do
-    for server in floor e0 e100k ebig; do
+    for server in floor e0 e100k ebig enc; do
         start_named "$server"
         port=$(server_port "$server")
         for entry in "${SCENARIOS[@]}"; do
             IFS='|' read -r s label bodyvar <<<"$entry"
             [[ $s == "$server" ]] || continue
+            if [[ $bodyvar == CHURN ]]; then
+                # Random requests: at max throughput only, with the cache's hit rate.
+                [[ $phase == max ]] || continue
+                read -r h0 m0 < <(cache_counts "$port")
+                WRK_SCRIPT=$REPO/bench/churn.lua run_wrk "$label" "$port" "" "$CONNECTIONS"
+                read -r h1 m1 < <(cache_counts "$port")
+                CHURN_HITS=$(awk -v h0="$h0" -v h1="$h1" -v m0="$m0" -v m1="$m1" \
+                    'BEGIN { h = h1 - h0; m = m1 - m0; printf "%d hits, %d misses (%.1f%% hits)", h, m, (h + m > 0 ? h / (h + m) * 100 : 0) }')
+                continue
+            fi
             body=${!bodyvar}
             case $phase in
             max) run_wrk "$label" "$port" "$body" "$CONNECTIONS" ;;
@@ -463,6 +500,11 @@ for req in role grant; do
     echo "  $req request:  elevate(100k)/floor = $(ratio "$e100" "$floor")  (target >= 0.60)   elevate(100k)/elevate(0) = $(ratio "$e100" "$e0")  (target >= 0.90)"
 done
 echo "  (with 0 grants the grant request is a Deny: elevate(0) grant is not the same answer)"
+for req in role grant; do
+    nc=${RPS["elevate 100k $req, no cache"]}
+    echo "  $req request, decision cache off (every request decided): elevate(100k)/floor = $(ratio "$nc" "${RPS["hyper floor"]}"), cache on/off = $(ratio "${RPS["elevate 100k $req"]}" "$nc")"
+done
+echo "  churn (random user and project per request, 100k users, cache on): $(printf '%.0f' "${RPS["elevate 100k+100k churn role"]}") req/s = $(ratio "${RPS["elevate 100k+100k churn role"]}" "${RPS["hyper floor"]}") of the floor; cache ${CHURN_HITS:-?}"
 echo
 echo "latency targets (elevate 100k): p50 at low load <= 100µs, p99 at ~50% load <= 1ms"
 for req in role grant; do
