@@ -715,12 +715,19 @@ impl App {
             return Err(ApiError::TooLarge { limit });
         }
         let timeout = self.config.body_timeout;
+        let mut collect = std::pin::pin!(Limited::new(req.into_body(), limit).collect());
+        // A small body has usually arrived with its head: take it without arming a
+        // timer, which would cost more than the rest of a cached answer.
+        let first = std::future::poll_fn(|cx| Poll::Ready(collect.as_mut().poll(cx))).await;
         let collected =
-            tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect())
-                .await
-                .map_err(|_| ApiError::BodyTimeout {
-                    ms: timeout.as_millis(),
-                })?;
+            match first {
+                Poll::Ready(collected) => collected,
+                Poll::Pending => tokio::time::timeout(timeout, collect).await.map_err(|_| {
+                    ApiError::BodyTimeout {
+                        ms: timeout.as_millis(),
+                    }
+                })?,
+            };
         match collected {
             Ok(collected) => {
                 let bytes = collected.to_bytes();
