@@ -55,9 +55,9 @@ pub const DEFAULT_H2_MAX_PENDING_RESETS: usize = 20;
 /// handful of levels; the bound keeps recursive parsers (serde's, Cedar's) far from
 /// the stack's end.
 pub const DEFAULT_MAX_JSON_DEPTH: usize = 64;
-/// Bytes of answers the decision cache of `/v1/is_authorized` keeps (8 MiB: some
-/// 13,000 ordinary answers); `0` turns it off.
-pub const DEFAULT_DECISION_CACHE_BYTES: usize = 8 * 1024 * 1024;
+/// Bytes of answers the decision cache of `/v1/is_authorized` keeps (4 MiB: some
+/// 7,000 ordinary answers); `0` turns it off.
+pub const DEFAULT_DECISION_CACHE_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_DECISION_QUEUE: usize = 65_536;
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// A remote grant feed not confirmed fresh for this long suspends all grants.

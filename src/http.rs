@@ -419,7 +419,7 @@ impl App {
             self.log.submit(DecisionRecord {
                 decision_id: decision_id.clone(),
                 time: now,
-                ..record.clone()
+                ..DecisionRecord::clone(record)
             });
         }
         tracing::debug!(

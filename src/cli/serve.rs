@@ -42,7 +42,7 @@ pub struct ServeArgs {
     pub decision_queue: Option<usize>,
     /// Bytes of answers to reuse for identical `/v1/is_authorized` bodies while they
     /// provably hold (same inputs, no grant window or feed deadline crossed); `0` is
-    /// off [default: 8388608]
+    /// off [default: 4194304]
     #[arg(long, env = "ELEVATE_DECISION_CACHE_BYTES")]
     pub decision_cache_bytes: Option<usize>,
     /// Time to drain in-flight requests on shutdown, in ms [default: 10000]
