@@ -191,3 +191,130 @@ fn the_cache_stays_within_its_bytes() {
     // It still holds entries, the latest among them likely; at least some.
     assert!(inner.len() > 10, "{}", inner.len());
 }
+
+mod property {
+    //! Random grant windows, requests and instants (the clock stepping back too): every
+    //! hit must be the answer a fresh decision gives at that instant, byte for byte.
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::config::Validation;
+    use crate::policy::SourceFile;
+    use crate::snapshot::RawInputs;
+
+    /// The shipped world, and one whose role grants to groups (`principal in`).
+    fn worlds(grants: &[(usize, usize, i64, i64)]) -> [(Snapshot, Vec<String>); 2] {
+        let t = |s: i64| at(s).to_string();
+        let shipped_principals = ["User::\"alice\"", "User::\"bob\"", "ApiKey::\"bb-ws1\""];
+        let shipped_roles = [
+            ("FinOpsManager", "Workspace::\"ws-1\""),
+            ("OrganizationAdmin", "Organization::\"acme\""),
+            ("OrganizationUser", "Workspace::\"ws-2\""),
+        ];
+        let feed = |principals: &[&str], roles: &[(&str, &str)]| {
+            let docs: Vec<serde_json::Value> = grants
+                .iter()
+                .enumerate()
+                .map(|(i, &(p, r, from, len))| {
+                    let (role, scope) = roles[r % roles.len()];
+                    grant(
+                        &format!("g-{i}"),
+                        principals[p % principals.len()],
+                        role,
+                        scope,
+                        &t(from),
+                        &t(from + len),
+                    )
+                })
+                .collect();
+            feed_of(&docs)
+        };
+        let mut shipped_requests = Vec::new();
+        for p in shipped_principals {
+            for (a, r) in [
+                ("createPaymentMethod", "PaymentMethod::\"pm-1\""),
+                ("readPaymentMethod", "PaymentMethod::\"pm-2\""),
+                ("readProject", "Project::\"warehouse\""),
+                ("manageMembers", "Workspace::\"ws-1\""),
+            ] {
+                shipped_requests.push(
+                    serde_json::json!({"principal": p, "action": format!("Action::\"{a}\""), "resource": r})
+                        .to_string(),
+                );
+            }
+        }
+        let shipped = shipped_with_feed(&feed(&shipped_principals, &shipped_roles));
+
+        let group_principals = ["Team::\"sre\"", "User::\"u\"", "Team::\"dba\""];
+        let group_roles = [("Ops", "Rack::\"r\""), ("Ops", "Box::\"b\"")];
+        let raw = RawInputs {
+            policies: vec![SourceFile {
+                path: "p.cedar".into(),
+                text: r#"@id("Ops") permit(principal in ?principal, action == Action::"fix", resource in ?resource);
+                         @id("no-weekends") forbid(principal, action, resource) when { context.weekend };"#
+                    .into(),
+            }],
+            schema: None,
+            entities: Some(SourceFile {
+                path: "e.json".into(),
+                text: r#"[{"uid":{"type":"User","id":"u"},"attrs":{},"parents":[{"type":"Team","id":"sre"}]},
+                    {"uid":{"type":"Team","id":"sre"},"attrs":{},"parents":[]},
+                    {"uid":{"type":"Team","id":"dba"},"attrs":{},"parents":[]},
+                    {"uid":{"type":"Box","id":"b"},"attrs":{},"parents":[{"type":"Rack","id":"r"}]}]"#
+                    .into(),
+            }),
+            feed: Some(
+                crate::feed::parse_document(feed(&group_principals, &group_roles).as_bytes())
+                    .unwrap(),
+            ),
+            feed_hash: None,
+        };
+        let groups = Snapshot::build(&raw, Validation::Warn).unwrap();
+        let mut group_requests = Vec::new();
+        for p in ["User::\"u\"", "Team::\"sre\"", "Team::\"dba\""] {
+            for weekend in ["true", "false"] {
+                group_requests.push(format!(
+                    r#"{{"principal":"{}","action":"Action::\"fix\"","resource":"Box::\"b\"","context":{{"weekend":{weekend}}}}}"#,
+                    p.replace('"', "\\\"")
+                ));
+            }
+        }
+        [(shipped, shipped_requests), (groups, group_requests)]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn every_hit_is_the_fresh_answer(
+            grants in prop::collection::vec((0usize..3, 0usize..3, -60i64..60, 1i64..60), 0..8),
+            steps in prop::collection::vec((0usize..12, -90i64..90), 1..60),
+        ) {
+            for (snapshot, requests) in worlds(&grants) {
+                let cache = DecisionCache::new(1 << 20);
+                for &(r, offset) in &steps {
+                    let body = &requests[r % requests.len()];
+                    let now = at(offset);
+                    let (fresh, seed) = decided(&snapshot, body, now);
+                    match cache.get(body.as_bytes(), &snapshot, now) {
+                        Some(hit) => {
+                            prop_assert_eq!(
+                                String::from_utf8(hit.answer("d")).unwrap(),
+                                String::from_utf8(answer_bytes(&fresh, "d")).unwrap(),
+                                "request {} at {}", body, now
+                            );
+                        }
+                        None => {
+                            // Nothing is suspended here, so every answer can be kept,
+                            // and holds at the instant it was decided.
+                            let seed = seed.unwrap();
+                            cache.insert(body.as_bytes(), &snapshot, now, &fresh, seed);
+                            prop_assert!(cache.get(body.as_bytes(), &snapshot, now).is_some());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
