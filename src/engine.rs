@@ -18,6 +18,7 @@ use cedar_policy::{
     Authorizer, Decision, Entities, EntityTypeName, EntityUid, PolicyId, PolicySet,
     PrincipalConstraint, SlotId,
 };
+use cedar_policy_core::ast::Effect as CoreEffect;
 use jiff::Timestamp;
 
 use crate::feed::Grant;
@@ -27,11 +28,11 @@ use crate::snapshot::Snapshot;
 
 mod conditions;
 
-use cedar_policy_core::ast::Effect as CoreEffect;
 use conditions::{Condition, Run, SetResult, Tally, Verdict};
 
-/// Static policies sliced by action, built per snapshot from the bundle and the
-/// action hierarchy in the entity store.
+/// Static policies sliced by action, and every static policy's and role template's
+/// condition prebuilt; built per snapshot from the bundle and the action hierarchy in
+/// the entity store.
 #[derive(Debug)]
 pub struct Slices {
     by_action: HashMap<EntityUid, Slice>,
