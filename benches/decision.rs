@@ -9,7 +9,9 @@
 //! * `role_allow`: `readProject` on `p-3-1`; Allow through `workspace-member-read`.
 //!
 //! Stages, each per grant count: `parse` (serde into `Body`), `build_query` (UIDs,
-//! context, `Request::new`), `decide` (`engine::decide`), `serialize` (`Answer` from
+//! context, `Request::new`), `decide` (`engine::decide`), `decide_linked` (the same
+//! decision from Cedar's authorizer with the grants linked per request, as `decide`
+//! made it before its conditions were prebuilt), `serialize` (`Answer` from
 //! the `Outcome`, then JSON), and `whole` (bytes in, JSON bytes out). References:
 //! `bare_cedar_static` (every static policy, no grants) and, for the grant request,
 //! `bare_cedar_all_links` (every static policy plus every grant linked in one set).
@@ -275,6 +277,12 @@ fn bench_decision(c: &mut Criterion) {
             });
             group.bench_with_input(BenchmarkId::new("decide", n), &q, |b, q| {
                 b.iter(|| engine::decide(snapshot, black_box(q), now));
+            });
+            // The same decision from Cedar's authorizer and a per-request link, as
+            // `decide` made it before its conditions were prebuilt.
+            case.check(&engine::decide_linked(snapshot, &q, now), n);
+            group.bench_with_input(BenchmarkId::new("decide_linked", n), &q, |b, q| {
+                b.iter(|| engine::decide_linked(snapshot, black_box(q), now));
             });
             group.bench_with_input(BenchmarkId::new("serialize", n), &outcome, |b, outcome| {
                 b.iter_batched(|| outcome.clone(), serialize, BatchSize::SmallInput);

@@ -5,17 +5,20 @@
 //! the static policies are pre-sliced by action and by principal type (a policy whose
 //! scope cannot match the request contributes neither a reason nor an error, so
 //! leaving it out changes nothing), and grants are looked up by principal, filtered to those in
-//! force at `now`, and linked into a small per-request policy set. The two
-//! evaluations are combined with Cedar's own rule: any satisfied forbid denies,
-//! otherwise any satisfied permit allows.
+//! force at `now`, and evaluated as their role's condition with the grant's principal
+//! and scope in the slots. Every condition is built once per snapshot and evaluated
+//! with one Cedar evaluator per request (`conditions`); no policy set is built or
+//! linked per request. The statics and the grants are combined with Cedar's own rule:
+//! any satisfied forbid denies, otherwise any satisfied permit allows.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use cedar_policy::{
     Authorizer, Decision, Entities, EntityTypeName, EntityUid, PolicyId, PolicySet,
-    PrincipalConstraint, Response, SlotId,
+    PrincipalConstraint, SlotId,
 };
+use cedar_policy_core::ast::Effect as CoreEffect;
 use jiff::Timestamp;
 
 use crate::feed::Grant;
@@ -23,13 +26,36 @@ use crate::policy::{Bundle, action_constraint_matches};
 use crate::request::Query;
 use crate::snapshot::Snapshot;
 
-/// Static policies sliced by action, built per snapshot from the bundle and the
-/// action hierarchy in the entity store.
+mod conditions;
+
+use conditions::{Condition, Run, SetResult, Tally, Verdict};
+
+/// Static policies sliced by action, and every static policy's and role template's
+/// condition prebuilt; built per snapshot from the bundle and the action hierarchy in
+/// the entity store.
 #[derive(Debug)]
 pub struct Slices {
     by_action: HashMap<EntityUid, Slice>,
     /// Every static policy, for actions the hierarchy does not know.
-    all: PolicySet,
+    all: Cut,
+    /// Each role template's condition, by template id.
+    roles: HashMap<PolicyId, Condition>,
+}
+
+/// A set of static policies, and the same policies' conditions prebuilt for `decide`.
+#[derive(Debug, Default)]
+struct Cut {
+    policies: PolicySet,
+    /// Shared between the cuts: each policy's condition is built once per snapshot.
+    conditions: Vec<Arc<Condition>>,
+}
+
+impl Cut {
+    fn add(&mut self, policy: &cedar_policy::Policy, condition: &Arc<Condition>) {
+        // Ids are unique in `statics`, so adding to a fresh set cannot fail.
+        let _ = self.policies.add(policy.clone());
+        self.conditions.push(Arc::clone(condition));
+    }
 }
 
 /// The policies one action can match, and the action's ancestors they were chosen
@@ -41,10 +67,10 @@ struct Slice {
     /// `policies` cut again by the principal's type, for every type a principal scope
     /// names (`is T`, `== T::".."`): a policy whose scope needs another type cannot
     /// match, so it contributes nothing.
-    by_principal: HashMap<EntityTypeName, PolicySet>,
+    by_principal: HashMap<EntityTypeName, Cut>,
     /// The policies whose principal scope names no type: all a principal of any other
     /// type can match.
-    untyped: PolicySet,
+    untyped: Cut,
 }
 
 /// The principal type a policy's scope requires, if any.
@@ -84,29 +110,43 @@ impl Slices {
             .policies()
             .filter_map(principal_type)
             .collect();
+        let conditions: HashMap<&PolicyId, Arc<Condition>> = bundle
+            .statics
+            .policies()
+            .map(|policy| (policy.id(), Arc::new(Condition::of_policy(policy))))
+            .collect();
+        let mut all = Cut::default();
+        for policy in bundle.statics.policies() {
+            if let Some(condition) = conditions.get(policy.id()) {
+                all.add(policy, condition);
+            }
+        }
         let by_action = actions
             .into_iter()
             .map(|action| {
                 let mut policies = PolicySet::new();
-                let mut untyped = PolicySet::new();
-                let mut by_principal: HashMap<EntityTypeName, PolicySet> = typed
+                let mut untyped = Cut::default();
+                let mut by_principal: HashMap<EntityTypeName, Cut> = typed
                     .iter()
-                    .map(|ty| (ty.clone(), PolicySet::new()))
+                    .map(|ty| (ty.clone(), Cut::default()))
                     .collect();
                 for policy in bundle.statics.policies() {
+                    let Some(condition) = conditions.get(policy.id()) else {
+                        continue;
+                    };
                     if action_constraint_matches(&policy.action_constraint(), &action, entities) {
                         // Ids are unique in `statics`, so adding to a fresh set cannot fail.
                         let _ = policies.add(policy.clone());
                         match principal_type(policy) {
                             Some(ty) => {
-                                if let Some(set) = by_principal.get_mut(&ty) {
-                                    let _ = set.add(policy.clone());
+                                if let Some(cut) = by_principal.get_mut(&ty) {
+                                    cut.add(policy, condition);
                                 }
                             }
                             None => {
-                                let _ = untyped.add(policy.clone());
-                                for set in by_principal.values_mut() {
-                                    let _ = set.add(policy.clone());
+                                untyped.add(policy, condition);
+                                for cut in by_principal.values_mut() {
+                                    cut.add(policy, condition);
                                 }
                             }
                         }
@@ -129,9 +169,15 @@ impl Slices {
                 )
             })
             .collect();
+        let roles = bundle
+            .roles
+            .iter()
+            .map(|(id, role)| (id.clone(), Condition::of_template(&role.template)))
+            .collect();
         Self {
             by_action,
-            all: bundle.statics.clone(),
+            all,
+            roles,
         }
     }
 
@@ -139,7 +185,7 @@ impl Slices {
     pub fn for_action(&self, action: &EntityUid) -> &PolicySet {
         self.by_action
             .get(action)
-            .map_or(&self.all, |slice| &slice.policies)
+            .map_or(&self.all.policies, |slice| &slice.policies)
     }
 
     /// The static policies that can match `query`: its action's, cut again by the
@@ -148,6 +194,10 @@ impl Slices {
     /// body may define it); the slice cut with the store's hierarchy would then miss
     /// policies on those groups, so such a request gets every policy.
     pub fn for_query(&self, query: &Query) -> &PolicySet {
+        &self.cut_for(query).policies
+    }
+
+    fn cut_for(&self, query: &Query) -> &Cut {
         match self.by_action.get(&query.action) {
             Some(slice) if !query.merged || slice.holds_in(&query.action, &query.entities) => slice
                 .by_principal
@@ -159,7 +209,7 @@ impl Slices {
 
     /// Every static policy, unsliced: the reference the slices are proved against.
     pub fn unsliced(&self) -> &PolicySet {
-        &self.all
+        &self.all.policies
     }
 }
 
@@ -194,30 +244,107 @@ impl Outcome {
 
 /// Decides `query` against `snapshot` as of `now`.
 pub fn decide(snapshot: &Snapshot, query: &Query, now: Timestamp) -> Outcome {
-    let entities = &query.entities;
-    let authorizer = Authorizer::new();
-    let statics = snapshot.slices.for_query(query);
-    let static_response = authorizer.is_authorized(&query.request, statics, entities);
-
     let grants_suspended = snapshot.grants_suspended(now);
     let active = if grants_suspended {
         Vec::new()
     } else {
-        active_grants(snapshot, query, entities, now)
+        active_grants(snapshot, query, &query.entities, now)
     };
+    let mut outcome = decide_prebuilt(snapshot, query, &active)
+        .unwrap_or_else(|| decide_with_cedar(snapshot, query, &active));
+    outcome.grants_suspended = grants_suspended;
+    outcome
+}
+
+/// The decision from the snapshot's prebuilt conditions; `None` when a result is not
+/// one `conditions` mirrors, and then Cedar's authorizer has to answer.
+fn decide_prebuilt(snapshot: &Snapshot, query: &Query, active: &[Arc<Grant>]) -> Option<Outcome> {
+    let mut run = Run::new(query);
+    let statics = static_tally(&run, snapshot.slices.cut_for(query))?.finish();
     if active.is_empty() {
-        let mut outcome = from_responses(&static_response, None, &[]);
-        outcome.grants_suspended = grants_suspended;
-        return outcome;
+        return Some(combine(statics, None, &[]));
     }
-    let (set, link_errors) = link_grants(&snapshot.bundle, &active);
-    let grant_response = authorizer.is_authorized(&query.request, &set, entities);
-    let mut outcome = from_responses(&static_response, Some(&grant_response), &active);
+    let grants = grant_tally(&mut run, snapshot, active)?.finish();
+    Some(combine(statics, Some(grants), active))
+}
+
+/// `decide` asked of Cedar's authorizer instead of the prebuilt conditions: the sliced
+/// statics, and the in-force grants linked into a per-request policy set. The
+/// reference `decide` must equal in every field, error messages included; tests and
+/// benchmarks only.
+pub fn decide_linked(snapshot: &Snapshot, query: &Query, now: Timestamp) -> Outcome {
+    let grants_suspended = snapshot.grants_suspended(now);
+    let active = if grants_suspended {
+        Vec::new()
+    } else {
+        active_grants(snapshot, query, &query.entities, now)
+    };
+    let mut outcome = decide_with_cedar(snapshot, query, &active);
+    outcome.grants_suspended = grants_suspended;
+    outcome
+}
+
+/// The same decision from Cedar's authorizer: the statics, and the grants linked
+/// into a per-request policy set.
+fn decide_with_cedar(snapshot: &Snapshot, query: &Query, active: &[Arc<Grant>]) -> Outcome {
+    let entities = &query.entities;
+    let authorizer = Authorizer::new();
+    let statics =
+        authorizer.is_authorized(&query.request, snapshot.slices.for_query(query), entities);
+    let statics = SetResult::of_response(&statics);
+    if active.is_empty() {
+        return combine(statics, None, &[]);
+    }
+    let (set, link_errors) = link_grants(&snapshot.bundle, active);
+    let grants = SetResult::of_response(&authorizer.is_authorized(&query.request, &set, entities));
+    let mut outcome = combine(statics, Some(grants), active);
     if !link_errors.is_empty() {
         outcome.errors.extend(link_errors);
         outcome.errors.sort_by(|a, b| a.policy_id.cmp(&b.policy_id));
     }
     outcome
+}
+
+fn static_tally(run: &Run<'_>, cut: &Cut) -> Option<Tally> {
+    let mut tally = Tally::default();
+    for condition in &cut.conditions {
+        tally.record(&condition.id, condition.effect, run.statics(condition))?;
+    }
+    Some(tally)
+}
+
+/// The grants evaluated as links of their roles, as `link_grants` and Cedar's
+/// authorizer would: a grant of a role the bundle does not hold is left out.
+fn grant_tally(run: &mut Run<'_>, snapshot: &Snapshot, grants: &[Arc<Grant>]) -> Option<Tally> {
+    let roles = &snapshot.slices.roles;
+    if !links_cleanly(roles, grants) {
+        return None;
+    }
+    let mut tally = Tally::default();
+    for grant in grants {
+        let Some(role) = roles.get(&grant.role) else {
+            if snapshot.bundle.roles.contains_key(&grant.role) {
+                return None;
+            }
+            continue;
+        };
+        let verdict = run.grant(role, grant);
+        tally.record(&grant.id, role.effect, verdict)?;
+    }
+    Some(tally)
+}
+
+/// Whether linking `grants` into a fresh policy set succeeds for every one: no id
+/// repeats and none is a role's id. The feed rejects both, so this holds for grants
+/// from the index; if it ever does not, Cedar's own linking reports what fails.
+fn links_cleanly(roles: &HashMap<PolicyId, Condition>, grants: &[Arc<Grant>]) -> bool {
+    if let [grant] = grants {
+        return !roles.contains_key(&grant.id);
+    }
+    let mut seen: HashSet<&PolicyId> = HashSet::with_capacity(grants.len());
+    grants
+        .iter()
+        .all(|g| !roles.contains_key(&g.id) && seen.insert(&g.id))
 }
 
 /// The principal's grants (and, for `principal in ?principal` roles, its groups')
@@ -288,24 +415,20 @@ fn link_grants(bundle: &Bundle, grants: &[Arc<Grant>]) -> (PolicySet, Vec<EvalEr
     (set, errors)
 }
 
-fn from_responses(statics: &Response, grants: Option<&Response>, active: &[Arc<Grant>]) -> Outcome {
+/// One outcome from the statics' and the grants' results, with the rule Cedar applies
+/// to one set holding both: any satisfied forbid denies, otherwise any satisfied
+/// permit allows.
+fn combine(statics: SetResult, grants: Option<SetResult>, active: &[Arc<Grant>]) -> Outcome {
     let mut forbids: Vec<PolicyId> = Vec::new();
     let mut permits: Vec<PolicyId> = Vec::new();
     let mut errors: Vec<EvalError> = Vec::new();
-    for response in std::iter::once(statics).chain(grants) {
-        let reasons = response.diagnostics().reason().cloned();
+    for result in std::iter::once(statics).chain(grants) {
         // Cedar reports satisfied permits for an Allow and satisfied forbids for a Deny.
-        match response.decision() {
-            Decision::Allow => permits.extend(reasons),
-            Decision::Deny => forbids.extend(reasons),
+        match result.decision {
+            Decision::Allow => permits.extend(result.reasons),
+            Decision::Deny => forbids.extend(result.reasons),
         }
-        errors.extend(response.diagnostics().errors().map(|e| {
-            let cedar_policy::AuthorizationError::PolicyEvaluationError(inner) = e;
-            EvalError {
-                policy_id: inner.policy_id().to_string(),
-                message: e.to_string(),
-            }
-        }));
+        errors.extend(result.errors);
     }
     let (decision, mut reasons) = if !forbids.is_empty() {
         (Decision::Deny, forbids)
@@ -399,10 +522,16 @@ pub fn satisfied_grants(
     if grants.is_empty() {
         return (Vec::new(), Vec::new());
     }
-    let entities = &query.entities;
-    let (set, mut errors) = link_grants(&snapshot.bundle, grants);
-    let response = Authorizer::new().is_authorized(&query.request, &set, entities);
-    let outcome = from_responses(&response, None, &[]);
+    let mut run = Run::new(query);
+    let (result, mut errors) = match grant_tally(&mut run, snapshot, grants) {
+        Some(tally) => (tally.finish(), Vec::new()),
+        None => {
+            let (set, errors) = link_grants(&snapshot.bundle, grants);
+            let response = Authorizer::new().is_authorized(&query.request, &set, &query.entities);
+            (SetResult::of_response(&response), errors)
+        }
+    };
+    let outcome = combine(result, None, &[]);
     let satisfied = if outcome.is_allow() {
         outcome.reasons
     } else {
@@ -416,6 +545,24 @@ pub fn satisfied_grants(
 /// The static permits `query` satisfies, sorted. Cedar names only the satisfied
 /// forbids of a Deny, so this asks the permits of the action's slice alone.
 pub fn satisfied_static_permits(snapshot: &Snapshot, query: &Query) -> Vec<PolicyId> {
+    let run = Run::new(query);
+    let mut reasons: Vec<PolicyId> = Vec::new();
+    for condition in &snapshot.slices.cut_for(query).conditions {
+        if condition.effect != CoreEffect::Permit {
+            continue;
+        }
+        match run.statics(condition) {
+            Verdict::Satisfied => reasons.push(condition.id.clone()),
+            // A permits-only set allows iff a permit holds, and then names them all.
+            Verdict::NotSatisfied | Verdict::Residual | Verdict::Error(_) => {}
+            Verdict::Unmirrored => return satisfied_static_permits_with_cedar(snapshot, query),
+        }
+    }
+    reasons.sort_unstable_by(|a, b| AsRef::<str>::as_ref(a).cmp(AsRef::<str>::as_ref(b)));
+    reasons
+}
+
+fn satisfied_static_permits_with_cedar(snapshot: &Snapshot, query: &Query) -> Vec<PolicyId> {
     let entities = &query.entities;
     let mut permits = PolicySet::new();
     for policy in snapshot.slices.for_query(query).policies() {

@@ -25,7 +25,7 @@ use std::sync::OnceLock;
 
 use cedar_policy::{Decision, Entities, EntityTypeName, EntityUid, PolicyId};
 use elevate::config::Validation;
-use elevate::engine::{Outcome, decide, decide_unsliced};
+use elevate::engine::{Outcome, decide, decide_linked, decide_unsliced};
 use elevate::feed::{Grant, parse_document};
 use elevate::policy::{SourceFile, load_policy_files};
 use elevate::request::{Body, Query, build_query};
@@ -151,7 +151,9 @@ fn reference(text: &str, snapshot: &Snapshot, body: &Value) -> Entities {
 }
 
 /// `decide` and the unsliced reference (every policy, every grant, Cedar's own store
-/// of every entity) agree on decision, reasons and error ids.
+/// of every entity) agree on decision, reasons and error ids; and `decide`'s prebuilt
+/// conditions agree with Cedar's authorizer on the same slice and entities
+/// (`decide_linked`) in every field, error messages included.
 fn assert_sliced_eq_unsliced(
     snapshot: &Snapshot,
     q: &Query,
@@ -160,6 +162,34 @@ fn assert_sliced_eq_unsliced(
     what: &str,
 ) -> Result<(), TestCaseError> {
     let outcome = decide(snapshot, q, now);
+    let linked = decide_linked(snapshot, q, now);
+    let grant_ids = |o: &Outcome| {
+        o.grants
+            .iter()
+            .map(|g| g.id.to_string())
+            .collect::<Vec<_>>()
+    };
+    prop_assert_eq!(
+        (
+            outcome.decision,
+            &outcome.reasons,
+            &outcome.errors,
+            grant_ids(&outcome),
+            outcome.valid_until,
+            outcome.grants_suspended
+        ),
+        (
+            linked.decision,
+            &linked.reasons,
+            &linked.errors,
+            grant_ids(&linked),
+            linked.valid_until,
+            linked.grants_suspended
+        ),
+        "prebuilt (left) != Cedar's authorizer (right) for {} at {}",
+        what,
+        now
+    );
     let (decision, reasons, errors) = decide_unsliced(snapshot, q, reference, now);
     let got_reasons = sorted(outcome.reasons.iter().map(ToString::to_string).collect());
     let got_errors = sorted(outcome.errors.iter().map(|e| e.policy_id.clone()).collect());

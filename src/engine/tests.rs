@@ -361,3 +361,274 @@ fn slices_hold_only_policies_that_can_match_the_action() {
     let unknown: EntityUid = r#"Action::"neverHeardOf""#.parse().unwrap();
     assert_eq!(snap.slices.for_action(&unknown).policies().count(), total);
 }
+
+/// `decide` against Cedar's authorizer on the same request: decision, reasons,
+/// grants, valid_until and every error's policy id and message.
+fn same_as_cedar(snapshot: &Snapshot, principal: &str, action: &str, resource: &str) -> Outcome {
+    let body: Body = serde_json::from_value(json!({
+        "principal": principal, "action": format!("Action::\"{action}\""), "resource": resource,
+        "context": {"mfa": true},
+    }))
+    .unwrap();
+    let query = build_query(body, &snapshot.bundle, &snapshot.store, snapshot.validation).unwrap();
+    let now = ts("2026-12-03T18:00:00Z");
+    let ours = decide(snapshot, &query, now);
+    let active = in_force_grants(snapshot, &query, now);
+    let cedar = decide_with_cedar(snapshot, &query, &active);
+    assert_eq!(ours.decision, cedar.decision, "decision");
+    assert_eq!(ids(&ours), ids(&cedar), "reasons and grants");
+    assert_eq!(ours.errors, cedar.errors, "errors");
+    assert_eq!(ours.valid_until, cedar.valid_until, "valid_until");
+    let (ours_satisfied, ours_errors) = satisfied_grants(snapshot, &query, &active);
+    let (set, mut link_errors) = link_grants(&snapshot.bundle, &active);
+    let response = Authorizer::new().is_authorized(&query.request, &set, &query.entities);
+    let theirs = combine(SetResult::of_response(&response), None, &[]);
+    link_errors.extend(theirs.errors.clone());
+    let theirs_satisfied = if theirs.is_allow() {
+        theirs.reasons
+    } else {
+        Vec::new()
+    };
+    assert_eq!(ours_satisfied, theirs_satisfied, "satisfied grants");
+    assert_eq!(ours_errors, link_errors, "satisfied grants' errors");
+    assert_eq!(
+        satisfied_static_permits(snapshot, &query),
+        satisfied_static_permits_with_cedar(snapshot, &query),
+        "satisfied static permits"
+    );
+    ours
+}
+
+const ERRING: &str = r#"
+    @id("needs-level") permit(principal, action == Action::"read", resource) when { principal.level > 2 };
+    @id("no-night") forbid(principal, action, resource) when { resource.locked };
+    @id("open") permit(principal, action == Action::"list", resource);
+    @id("Reader") permit(principal == ?principal, action == Action::"read", resource in ?resource)
+        when { resource.classification == "public" };
+    @id("Lister") permit(principal == ?principal, action, resource in ?resource);
+    @id("Auditor") permit(principal == ?principal, action == Action::"read", resource in ?resource)
+        when { principal.badge == "audit" };
+"#;
+
+const ERRING_ENTITIES: &str = r#"[
+    {"uid":{"type":"User","id":"u"},"attrs":{"badge":"audit"},"parents":[]},
+    {"uid":{"type":"User","id":"w"},"attrs":{"level":3},"parents":[]},
+    {"uid":{"type":"Doc","id":"plain"},"attrs":{"locked":false},"parents":[{"type":"Folder","id":"f"}]},
+    {"uid":{"type":"Doc","id":"public"},"attrs":{"locked":false,"classification":"public"},"parents":[{"type":"Folder","id":"f"}]},
+    {"uid":{"type":"Doc","id":"vault"},"attrs":{"locked":true,"classification":"public"},"parents":[{"type":"Folder","id":"f"}]},
+    {"uid":{"type":"Doc","id":"bare"},"attrs":{},"parents":[{"type":"Folder","id":"f"}]},
+    {"uid":{"type":"Folder","id":"f"},"attrs":{},"parents":[]},
+    {"uid":{"type":"Action","id":"read"},"attrs":{},"parents":[]},
+    {"uid":{"type":"Action","id":"list"},"attrs":{},"parents":[]}
+]"#;
+
+fn erring(grants: &[serde_json::Value]) -> Snapshot {
+    custom(ERRING, ERRING_ENTITIES, &feed_of(grants))
+}
+
+fn messages(outcome: &Outcome) -> Vec<(&str, &str)> {
+    outcome
+        .errors
+        .iter()
+        .map(|e| (e.policy_id.as_str(), e.message.as_str()))
+        .collect()
+}
+
+#[test]
+fn a_static_policy_erring_on_a_missing_attribute_is_named_with_cedars_message() {
+    let snap = erring(&[]);
+    let outcome = same_as_cedar(&snap, r#"User::"u""#, "read", r#"Doc::"plain""#);
+    assert_eq!(outcome.decision, Decision::Deny);
+    assert!(outcome.reasons.is_empty());
+    assert_eq!(
+        messages(&outcome),
+        [(
+            "needs-level",
+            "error while evaluating policy `needs-level`: `User::\"u\"` does not have the attribute `level`"
+        )]
+    );
+    // The forbid errs on a resource without `locked`, and the permit that holds still allows.
+    let bare = same_as_cedar(&snap, r#"User::"w""#, "read", r#"Doc::"bare""#);
+    assert_eq!(bare.decision, Decision::Allow);
+    assert_eq!(ids(&bare).0, ["needs-level"]);
+    assert_eq!(
+        messages(&bare),
+        [(
+            "no-night",
+            "error while evaluating policy `no-night`: `Doc::\"bare\"` does not have the attribute `locked`"
+        )]
+    );
+}
+
+#[test]
+fn a_grant_whose_role_errs_is_named_by_its_grant_id_and_does_not_allow() {
+    let snap = erring(&[grant(
+        "g-read",
+        r#"User::"u""#,
+        "Reader",
+        r#"Folder::"f""#,
+        FROM,
+        UNTIL,
+    )]);
+    let outcome = same_as_cedar(&snap, r#"User::"u""#, "read", r#"Doc::"plain""#);
+    assert_eq!(outcome.decision, Decision::Deny);
+    assert!(outcome.grants.is_empty());
+    assert_eq!(
+        messages(&outcome),
+        [
+            (
+                "g-read",
+                "error while evaluating policy `g-read`: `Doc::\"plain\"` does not have the attribute `classification`"
+            ),
+            (
+                "needs-level",
+                "error while evaluating policy `needs-level`: `User::\"u\"` does not have the attribute `level`"
+            ),
+        ]
+    );
+    let public = same_as_cedar(&snap, r#"User::"u""#, "read", r#"Doc::"public""#);
+    assert_eq!(public.decision, Decision::Allow);
+    assert_eq!(ids(&public), (vec!["g-read".into()], vec!["g-read".into()]));
+    assert_eq!(public.valid_until, Some(ts(UNTIL)));
+}
+
+#[test]
+fn a_forbid_overrides_a_grant_and_names_only_the_forbid() {
+    let snap = erring(&[grant(
+        "g-read",
+        r#"User::"u""#,
+        "Reader",
+        r#"Folder::"f""#,
+        FROM,
+        UNTIL,
+    )]);
+    let outcome = same_as_cedar(&snap, r#"User::"u""#, "read", r#"Doc::"vault""#);
+    assert_eq!(outcome.decision, Decision::Deny);
+    assert_eq!(ids(&outcome), (vec!["no-night".into()], vec![]));
+    assert_eq!(outcome.valid_until, None);
+}
+
+#[test]
+fn several_grants_of_one_role_each_count_on_their_own() {
+    let snap = erring(&[
+        grant(
+            "g-a",
+            r#"User::"u""#,
+            "Reader",
+            r#"Folder::"f""#,
+            FROM,
+            UNTIL,
+        ),
+        grant(
+            "g-b",
+            r#"User::"u""#,
+            "Reader",
+            r#"Doc::"public""#,
+            FROM,
+            "2026-12-03T20:00:00Z",
+        ),
+        grant(
+            "g-elsewhere",
+            r#"User::"u""#,
+            "Reader",
+            r#"Folder::"other""#,
+            FROM,
+            UNTIL,
+        ),
+        grant(
+            "g-later",
+            r#"User::"u""#,
+            "Reader",
+            r#"Folder::"f""#,
+            UNTIL,
+            "2026-12-04T00:00:00Z",
+        ),
+        grant(
+            "g-audit",
+            r#"User::"u""#,
+            "Auditor",
+            r#"Folder::"f""#,
+            FROM,
+            UNTIL,
+        ),
+    ]);
+    let public = same_as_cedar(&snap, r#"User::"u""#, "read", r#"Doc::"public""#);
+    assert_eq!(public.decision, Decision::Allow);
+    assert_eq!(
+        ids(&public).1,
+        ["g-a", "g-audit", "g-b"],
+        "in force and in scope, not the one elsewhere nor the later one"
+    );
+    assert_eq!(public.valid_until, Some(ts("2026-12-03T20:00:00Z")));
+    // On a document without `classification` the Reader link in scope errs (the one
+    // out of scope fails its scope first, as in Cedar); the Auditor one allows.
+    let plain = same_as_cedar(&snap, r#"User::"u""#, "read", r#"Doc::"plain""#);
+    assert_eq!(ids(&plain).1, ["g-audit"]);
+    let erring: Vec<&str> = plain.errors.iter().map(|e| e.policy_id.as_str()).collect();
+    assert_eq!(erring, ["g-a", "needs-level"]);
+}
+
+#[test]
+fn a_grant_and_a_static_permit_are_both_reasons_and_other_roles_stay_out() {
+    let snap = erring(&[grant(
+        "g-list",
+        r#"User::"w""#,
+        "Lister",
+        r#"Folder::"f""#,
+        FROM,
+        UNTIL,
+    )]);
+    let outcome = same_as_cedar(&snap, r#"User::"w""#, "list", r#"Doc::"plain""#);
+    assert_eq!(
+        ids(&outcome),
+        (vec!["g-list".into(), "open".into()], vec!["g-list".into()])
+    );
+    assert_eq!(outcome.valid_until, None);
+    // The shipped policies and roles agree with Cedar too.
+    let shipped = shipped_with_feed(&feed_of(&[
+        grant("g-1", ALICE, "FinOpsManager", WS1, FROM, UNTIL),
+        grant(
+            "g-2",
+            ALICE,
+            "OrganizationUser",
+            r#"Organization::"acme""#,
+            FROM,
+            UNTIL,
+        ),
+    ]));
+    for (action, resource) in [
+        ("createPaymentMethod", r#"PaymentMethod::"pm-1""#),
+        ("createPaymentMethod", r#"PaymentMethod::"pm-2""#),
+        ("readProject", r#"Project::"checkout""#),
+        ("deleteWorkspace", WS1),
+    ] {
+        same_as_cedar(&shipped, ALICE, action, resource);
+    }
+}
+
+#[test]
+fn a_grant_set_that_would_not_link_is_left_to_cedar() {
+    let snap = erring(&[grant(
+        "g-read",
+        r#"User::"u""#,
+        "Reader",
+        r#"Folder::"f""#,
+        FROM,
+        UNTIL,
+    )]);
+    let body: Body = serde_json::from_value(json!({
+        "principal": r#"User::"u""#, "action": r#"Action::"read""#, "resource": r#"Doc::"public""#,
+    }))
+    .unwrap();
+    let query = build_query(body, &snap.bundle, &snap.store, snap.validation).unwrap();
+    let active = in_force_grants(&snap, &query, ts("2026-12-03T18:00:00Z"));
+    assert_eq!(active.len(), 1);
+    let twice = [Arc::clone(&active[0]), Arc::clone(&active[0])];
+    assert!(!links_cleanly(&snap.slices.roles, &twice));
+    let (satisfied, errors) = satisfied_grants(&snap, &query, &twice);
+    assert_eq!(satisfied, [PolicyId::new("g-read")]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].policy_id, "g-read");
+    // Cedar's own linking error, as `link_grants` reported it before.
+    assert_eq!(errors[0].message, "unable to link template");
+}
