@@ -94,7 +94,7 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
         .trim()
         .parse()
         .map_err(|_| format!("`{text}` is not a number of seconds"))?;
-    if !seconds.is_finite() || seconds < 0.0 || seconds > 86_400.0 {
+    if !(0.0..=86_400.0).contains(&seconds) {
         return Err(format!("`{text}` is not between 0 and 86400 seconds"));
     }
     Ok(Duration::from_secs_f64(seconds))
