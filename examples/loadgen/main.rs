@@ -701,11 +701,11 @@ async fn http2_stream(
             Ok(Ok((status, body))) => tally.answer(&window, started, status, &body, expect),
             Ok(Err(_)) => {
                 tally.error(&window, 1);
+                backoff(&window).await;
                 // A refused or reset stream leaves the connection usable.
                 if sender.is_closed() {
                     break;
                 }
-                backoff(&window).await;
             }
             Err(_) => break,
         }
