@@ -5,7 +5,8 @@
 //! the same 1 MiB limit) and answers every request with a fixed JSON decision, without
 //! deciding anything.
 //!
-//! Run: `cargo run --release --example hyper_floor -- 127.0.0.1:18380`
+//! Run: `cargo run --release --example hyper_floor -- 127.0.0.1:18380`, or
+//! `-- unix:/tmp/floor.sock` for a Unix socket like `elevate serve --listen unix:PATH`
 //! (pin it like the server: `taskset -c 0 target/release/examples/hyper_floor ADDR`).
 
 #![allow(
@@ -17,6 +18,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +28,8 @@ use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 
 /// The size and shape of elevate's answer to the role request.
@@ -44,12 +47,23 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
     Ok(response)
 }
 
+/// Where the floor listens.
+enum Addr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
 fn main() {
-    let addr: SocketAddr = std::env::args()
+    let arg = std::env::args()
         .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:18380".into())
-        .parse()
-        .expect("usage: hyper_floor ADDR (e.g. 127.0.0.1:18380)");
+        .unwrap_or_else(|| "127.0.0.1:18380".into());
+    let addr = match arg.strip_prefix("unix:") {
+        Some(path) => Addr::Unix(PathBuf::from(path)),
+        None => Addr::Tcp(
+            arg.parse()
+                .expect("usage: hyper_floor ADDR|unix:PATH (e.g. 127.0.0.1:18380)"),
+        ),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -57,9 +71,42 @@ fn main() {
     runtime.block_on(serve(addr));
 }
 
-async fn serve(addr: SocketAddr) {
-    let listener = TcpListener::bind(addr).await.expect("bind");
-    eprintln!("hyper_floor listening on {addr}");
+/// One accepted connection, TCP or Unix.
+type Stream = tokio_util::either::Either<tokio::net::TcpStream, tokio::net::UnixStream>;
+
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Listener {
+    async fn accept(&self) -> std::io::Result<Stream> {
+        match self {
+            Listener::Tcp(listener) => {
+                let (stream, _) = listener.accept().await?;
+                let _ = stream.set_nodelay(true);
+                Ok(Stream::Left(stream))
+            }
+            Listener::Unix(listener) => Ok(Stream::Right(listener.accept().await?.0)),
+        }
+    }
+}
+
+async fn serve(addr: Addr) {
+    let listener = match &addr {
+        Addr::Tcp(addr) => {
+            let listener = TcpListener::bind(addr).await.expect("bind");
+            eprintln!("hyper_floor listening on {addr}");
+            Listener::Tcp(listener)
+        }
+        Addr::Unix(path) => {
+            // A stale socket file from an earlier run would make bind fail.
+            let _ = std::fs::remove_file(path);
+            let listener = UnixListener::bind(path).expect("bind");
+            eprintln!("hyper_floor listening on unix:{}", path.display());
+            Listener::Unix(listener)
+        }
+    };
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -78,25 +125,33 @@ async fn serve(addr: SocketAddr) {
             .acquire_owned()
             .await
             .expect("semaphore open");
-        let (stream, _peer) = match listener.accept().await {
-            Ok(pair) => pair,
+        let accepted = listener.accept().await;
+        let stream = match accepted {
+            Ok(stream) => stream,
             Err(err) => {
                 eprintln!("accept failed: {err}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
-        let conn = builder
-            .serve_connection_with_upgrades(
-                TokioIo::new(stream),
-                hyper::service::service_fn(handle),
-            )
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            let _permit = permit;
-            let _ = conn.await;
-        });
+        serve_connection(&builder, &graceful, stream, permit);
     }
+}
+
+fn serve_connection<I>(
+    builder: &Arc<hyper_util::server::conn::auto::Builder<TokioExecutor>>,
+    graceful: &hyper_util::server::graceful::GracefulShutdown,
+    stream: I,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), hyper::service::service_fn(handle))
+        .into_owned();
+    let conn = graceful.watch(conn);
+    tokio::spawn(async move {
+        let _permit = permit;
+        let _ = conn.await;
+    });
 }
