@@ -1,6 +1,12 @@
 //! Tests of the load generator: its flags, histogram and answer framing as pure
 //! functions, and short runs of every mode against real hyper servers on a TCP port
 //! and a Unix socket.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::convert::Infallible;
 use std::path::Path;
