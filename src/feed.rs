@@ -454,27 +454,39 @@ pub struct GrantIndex {
 impl GrantIndex {
     /// Checks every grant of `doc` against `bundle` and indexes the good ones.
     pub fn build(doc: &Document, bundle: &Bundle) -> Self {
-        let mut seen: HashSet<String> = HashSet::new();
-        let mut by_principal: HashMap<EntityUid, Vec<Arc<Grant>>> = HashMap::new();
+        // Ids borrowed from the document, and maps sized once: a big feed is built
+        // without a string copy or a rehash per grant.
+        let mut seen: HashSet<&str> = HashSet::with_capacity(doc.grants.len());
+        let mut by_principal: HashMap<EntityUid, Box<[Arc<Grant>]>> =
+            HashMap::with_capacity(doc.grants.len());
         let mut rejected = Vec::new();
         let mut len = 0;
         for (index, entry) in doc.grants.iter().enumerate() {
             match check_grant(entry, bundle, &seen) {
                 Ok(grant) => {
-                    seen.insert(raw_id(&grant.id).to_owned());
+                    seen.insert(raw_id(&grant.id));
                     len += 1;
-                    by_principal
-                        .entry(grant.principal.clone())
-                        .or_default()
-                        .push(Arc::clone(grant));
+                    // Most grantees hold one grant: a one-element slice, grown by copy
+                    // for the few that hold more.
+                    match by_principal.get_mut(&grant.principal) {
+                        Some(held) => {
+                            let mut more = std::mem::take(held).into_vec();
+                            more.push(Arc::clone(grant));
+                            *held = more.into_boxed_slice();
+                        }
+                        None => {
+                            by_principal
+                                .insert(grant.principal.clone(), Box::new([Arc::clone(grant)]));
+                        }
+                    }
                 }
                 Err((id, reason, message)) => {
                     if reason != RejectReason::DuplicateId
-                        && let Some(id) = &id
+                        && let Some(claimed) = entry_id(entry)
                     {
                         // A rejected grant still claims its id: a later copy must not
                         // slip in under it.
-                        seen.insert(id.clone());
+                        seen.insert(claimed);
                     }
                     rejected.push(GrantRejection {
                         id,
@@ -485,13 +497,11 @@ impl GrantIndex {
                 }
             }
         }
+        by_principal.shrink_to_fit();
         Self {
             revision: doc.revision.clone(),
             generated_at: doc.generated_at,
-            by_principal: by_principal
-                .into_iter()
-                .map(|(k, v)| (k, v.into_boxed_slice()))
-                .collect(),
+            by_principal,
             len,
             rejected,
         }
@@ -533,10 +543,22 @@ pub fn raw_id(id: &PolicyId) -> &str {
     id.as_ref()
 }
 
+/// The id an entry claims: a parsed grant's, or the one a malformed grant has (the id
+/// checks count a grant with a bad shape and no readable id as `""`).
+fn entry_id(entry: &Entry) -> Option<&str> {
+    match entry {
+        Entry::Parsed(g) => Some(raw_id(&g.id)),
+        Entry::Malformed {
+            id, shape_ok: true, ..
+        } => Some(id.as_deref().unwrap_or_default()),
+        Entry::Malformed { id, .. } => id.as_deref(),
+    }
+}
+
 fn check_grant<'a>(
     entry: &'a Entry,
     bundle: &Bundle,
-    seen: &HashSet<String>,
+    seen: &HashSet<&str>,
 ) -> Result<&'a Arc<Grant>, Rejected> {
     let (id, parsed) = match entry {
         Entry::Malformed {
@@ -544,17 +566,17 @@ fn check_grant<'a>(
             message,
             shape_ok: false,
         } => return Err((id.clone(), RejectReason::Malformed, message.clone())),
-        Entry::Malformed { id, .. } => (id.clone().unwrap_or_default(), None),
-        Entry::Parsed(g) => (raw_id(&g.id).to_owned(), Some(g)),
+        Entry::Malformed { id, .. } => (id.as_deref().unwrap_or_default(), None),
+        Entry::Parsed(g) => (raw_id(&g.id), Some(g)),
     };
-    let reject = |reason, message: String| (Some(id.clone()), reason, message);
-    if seen.contains(&id) {
+    let reject = |reason, message: String| (Some(id.to_owned()), reason, message);
+    if seen.contains(id) {
         return Err(reject(
             RejectReason::DuplicateId,
             format!("id `{id}` appears more than once"),
         ));
     }
-    if bundle.ids.contains(&id) {
+    if bundle.ids.contains(id) {
         return Err(reject(
             RejectReason::IdConflict,
             format!("id `{id}` is also a policy id"),
