@@ -233,16 +233,39 @@ impl<'de> serde::de::Visitor<'de> for Strict {
     }
 }
 
-/// The fields of a plain grant, borrowed from the feed's bytes.
+/// The fields of a plain grant, borrowed from the feed's bytes where they hold no
+/// escapes (a UID's quotes are escapes, so those are usually copied).
 #[derive(Default)]
 struct FastGrant<'a> {
-    id: Option<&'a str>,
-    principal: Option<&'a str>,
-    role: Option<&'a str>,
-    scope: Option<&'a str>,
+    id: Option<Text<'a>>,
+    principal: Option<Text<'a>>,
+    role: Option<Text<'a>>,
+    scope: Option<Text<'a>>,
     not_before: Option<Timestamp>,
     expires_at: Option<Timestamp>,
-    ticket: Option<Option<&'a str>>,
+    ticket: Option<Option<Text<'a>>>,
+}
+
+/// A JSON string, borrowed when it can be (serde's `Cow<str>` always copies).
+struct Text<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> serde::de::Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(std::borrow::Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(TextVisitor)
+    }
 }
 
 /// A grant's keys: the known ones, and the rest (ignored).
@@ -303,13 +326,13 @@ impl<'de> serde::de::Visitor<'de> for FastVisitor {
         let mut g = FastGrant::default();
         while let Some(key) = map.next_key::<Key>()? {
             match key {
-                Key::Id => once(&mut g.id, map.next_value::<&'de str>()?)?,
-                Key::Principal => once(&mut g.principal, map.next_value::<&'de str>()?)?,
-                Key::Role => once(&mut g.role, map.next_value::<&'de str>()?)?,
-                Key::Scope => once(&mut g.scope, map.next_value::<&'de str>()?)?,
+                Key::Id => once(&mut g.id, map.next_value::<Text<'de>>()?)?,
+                Key::Principal => once(&mut g.principal, map.next_value::<Text<'de>>()?)?,
+                Key::Role => once(&mut g.role, map.next_value::<Text<'de>>()?)?,
+                Key::Scope => once(&mut g.scope, map.next_value::<Text<'de>>()?)?,
                 Key::NotBefore => once(&mut g.not_before, map.next_value::<Timestamp>()?)?,
                 Key::ExpiresAt => once(&mut g.expires_at, map.next_value::<Timestamp>()?)?,
-                Key::Ticket => once(&mut g.ticket, map.next_value::<Option<&'de str>>()?)?,
+                Key::Ticket => once(&mut g.ticket, map.next_value::<Option<Text<'de>>>()?)?,
                 Key::Other => map.next_value_seed(Strict(2))?,
             }
         }
@@ -331,10 +354,10 @@ impl FastGrant<'_> {
     /// The entry [`Entry::parse`] makes of the same grant.
     fn into_entry(self) -> Entry {
         let (
-            Some(id),
-            Some(principal),
-            Some(role),
-            Some(scope),
+            Some(Text(id)),
+            Some(Text(principal)),
+            Some(Text(role)),
+            Some(Text(scope)),
             Some(not_before),
             Some(expires_at),
         ) = (
@@ -348,35 +371,35 @@ impl FastGrant<'_> {
         else {
             // `FastVisitor` only returns complete grants.
             return Entry::Malformed {
-                id: self.id.map(str::to_owned),
+                id: None,
                 message: "missing field".into(),
                 shape_ok: false,
             };
         };
         let malformed = |message: String, shape_ok| Entry::Malformed {
-            id: Some(id.to_owned()),
+            id: Some(id.clone().into_owned()),
             message,
             shape_ok,
         };
         if id.is_empty() {
             return malformed("`id` is empty".into(), false);
         }
-        let principal = match parse_uid_text(principal) {
+        let principal = match parse_uid_text(&principal) {
             Ok(uid) => uid,
             Err(e) => return malformed(format!("`principal`: {e}"), true),
         };
-        let scope = match parse_uid_text(scope) {
+        let scope = match parse_uid_text(&scope) {
             Ok(uid) => uid,
             Err(e) => return malformed(format!("`scope`: {e}"), true),
         };
         Entry::Parsed(Arc::new(Grant {
-            id: PolicyId::new(id),
+            id: PolicyId::new(id.as_ref()),
             principal,
-            role: PolicyId::new(role),
+            role: PolicyId::new(role.as_ref()),
             scope,
             not_before,
             expires_at,
-            ticket: self.ticket.flatten().map(str::to_owned),
+            ticket: self.ticket.flatten().map(|Text(t)| t.into_owned()),
         }))
     }
 }

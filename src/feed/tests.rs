@@ -342,3 +342,11 @@ fn every_one_byte_change_of_a_grant_parses_as_it_did_through_a_value() {
     // Many changes still make a document, with the grant parsed or rejected alone.
     assert!(documents > 300, "{documents} documents");
 }
+
+#[test]
+fn a_plain_grant_takes_the_fast_path() {
+    let mut de = serde_json::Deserializer::from_str(PLAIN);
+    let fast = serde::Deserializer::deserialize_map(&mut de, FastVisitor);
+    assert!(fast.is_ok(), "{:?}", fast.err());
+    assert!(de.end().is_ok());
+}
