@@ -38,7 +38,7 @@ pub struct ServeArgs {
     #[arg(long, env = "ELEVATE_RESCAN_MS")]
     pub rescan_ms: Option<u64>,
     /// Nice levels the reloader thread runs below the request threads, 0 to 19; 0
-    /// runs reloads at the same priority [default: 10]
+    /// runs reloads at the same priority [default: 5]
     #[arg(long, env = "ELEVATE_RELOAD_NICE")]
     pub reload_nice: Option<i32>,
     /// Decision records queued before ordinary ones are dropped [default: 65536]
