@@ -99,11 +99,14 @@ pub struct Sources {
     pub validation: Validation,
 }
 
-/// Hot reload timing.
+/// Hot reload timing, and (the snapshot's reloader only) its priority.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReloadConfig {
     pub debounce: Duration,
     pub rescan: Duration,
+    /// Nice levels the snapshot reloader runs below the request threads
+    /// (`--reload-nice`, 0 to 19; 0 disables).
+    pub nice: i32,
 }
 
 impl Default for ReloadConfig {
@@ -111,6 +114,7 @@ impl Default for ReloadConfig {
         Self {
             debounce: DEFAULT_DEBOUNCE,
             rescan: DEFAULT_RESCAN,
+            nice: crate::priority::DEFAULT_RELOAD_NICE,
         }
     }
 }
@@ -395,6 +399,7 @@ pub struct FileConfig {
     pub max_json_depth: Option<usize>,
     pub debounce_ms: Option<u64>,
     pub rescan_ms: Option<u64>,
+    pub reload_nice: Option<i32>,
     pub decision_queue: Option<usize>,
     pub decision_cache_bytes: Option<usize>,
     pub shutdown_grace_ms: Option<u64>,
@@ -443,6 +448,8 @@ pub enum ConfigError {
     Listen { value: String },
     #[error("`{name}` must be greater than zero")]
     Zero { name: &'static str },
+    #[error("`reload-nice` must be between 0 and 19, not `{value}`")]
+    ReloadNice { value: i32 },
     #[error("`{name}` must be at least {min}, not {value}")]
     TooSmall {
         name: &'static str,

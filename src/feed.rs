@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use serde::Deserialize;
 
 use crate::policy::Bundle;
-use crate::request::parse_uid;
+use crate::request::{parse_uid, parse_uid_text};
 
 /// A feed that cannot be used at all.
 #[derive(Debug, thiserror::Error)]
@@ -138,10 +138,269 @@ pub enum Entry {
 
 impl<'de> Deserialize<'de> for Entry {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // One element at a time as a `Value`, so a bad grant is rejected alone; the
-        // `Value` is dropped as soon as the grant is built.
-        let raw = serde_json::Value::deserialize(d)?;
-        Ok(Entry::parse(&raw))
+        // Each element is first taken as its raw text, so a bad grant is rejected alone.
+        // Most grants are plain (no escapes, no duplicate keys, the usual types) and are
+        // read straight from that text; anything else takes the general path through a
+        // `Value`, which decides exactly as the feed parser always has.
+        let raw = <&'de serde_json::value::RawValue>::deserialize(d)?;
+        let text = raw.get();
+        let mut de = serde_json::Deserializer::from_str(text);
+        if let Ok(fast) = serde::Deserializer::deserialize_map(&mut de, FastVisitor)
+            && de.end().is_ok()
+        {
+            return Ok(fast.into_entry());
+        }
+        // What a `Value` would refuse refuses the whole document, as it did when each
+        // element was read as a `Value` in place: checked here with the nesting depth
+        // the element has inside the document.
+        let mut de = serde_json::Deserializer::from_str(text);
+        serde::de::DeserializeSeed::deserialize(Strict(1), &mut de).map_err(element_error)?;
+        let value: serde_json::Value = serde_json::from_str(text).map_err(element_error)?;
+        Ok(Entry::parse(&value))
+    }
+}
+
+/// An error inside one element as an error of the document, whose parser adds the
+/// position in the document (the element's own would mislead).
+fn element_error<E: serde::de::Error>(e: serde_json::Error) -> E {
+    let message = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    E::custom(message.strip_suffix(&suffix).unwrap_or(&message))
+}
+
+/// The nesting depth at which the feed parser has always refused a document: serde_json
+/// allows 127 nested containers, and the document and its `grants` array are two.
+const MAX_ELEMENT_DEPTH: usize = 126;
+
+/// Reads a JSON value without keeping it, refusing exactly what reading it into a
+/// `serde_json::Value` at nesting level `.0` of a grant (the grant itself is 1) would
+/// refuse: bad strings, numbers out of range, and too deep a nesting.
+struct Strict(usize);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Strict {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Strict {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if self.0 >= MAX_ELEMENT_DEPTH {
+            return Err(serde::de::Error::custom("recursion limit exceeded"));
+        }
+        while seq.next_element_seed(Strict(self.0 + 1))?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        if self.0 >= MAX_ELEMENT_DEPTH {
+            return Err(serde::de::Error::custom("recursion limit exceeded"));
+        }
+        while map.next_key_seed(Strict(self.0 + 1))?.is_some() {
+            map.next_value_seed(Strict(self.0 + 1))?;
+        }
+        Ok(())
+    }
+}
+
+/// The fields of a plain grant, borrowed from the feed's bytes where they hold no
+/// escapes (a UID's quotes are escapes, so those are usually copied).
+#[derive(Default)]
+struct FastGrant<'a> {
+    id: Option<Text<'a>>,
+    principal: Option<Text<'a>>,
+    role: Option<Text<'a>>,
+    scope: Option<Text<'a>>,
+    not_before: Option<Timestamp>,
+    expires_at: Option<Timestamp>,
+    ticket: Option<Option<Text<'a>>>,
+}
+
+/// A JSON string, borrowed when it can be (serde's `Cow<str>` always copies).
+struct Text<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> serde::de::Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(std::borrow::Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(TextVisitor)
+    }
+}
+
+/// A grant's keys: the known ones, and the rest (ignored).
+enum Key {
+    Id,
+    Principal,
+    Role,
+    Scope,
+    NotBefore,
+    ExpiresAt,
+    Ticket,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl serde::de::Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key, E> {
+                Ok(match v {
+                    "id" => Key::Id,
+                    "principal" => Key::Principal,
+                    "role" => Key::Role,
+                    "scope" => Key::Scope,
+                    "not_before" => Key::NotBefore,
+                    "expires_at" => Key::ExpiresAt,
+                    "ticket" => Key::Ticket,
+                    _ => Key::Other,
+                })
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+/// Reads a plain grant; any error only means "take the general path".
+struct FastVisitor;
+
+impl<'de> serde::de::Visitor<'de> for FastVisitor {
+    type Value = FastGrant<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a grant object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        fn once<T, E: serde::de::Error>(slot: &mut Option<T>, value: T) -> Result<(), E> {
+            // A repeated key is left to the general path, which keeps the last one.
+            match slot.replace(value) {
+                None => Ok(()),
+                Some(_) => Err(E::custom("repeated key")),
+            }
+        }
+        let mut g = FastGrant::default();
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Id => once(&mut g.id, map.next_value::<Text<'de>>()?)?,
+                Key::Principal => once(&mut g.principal, map.next_value::<Text<'de>>()?)?,
+                Key::Role => once(&mut g.role, map.next_value::<Text<'de>>()?)?,
+                Key::Scope => once(&mut g.scope, map.next_value::<Text<'de>>()?)?,
+                Key::NotBefore => once(&mut g.not_before, map.next_value::<Timestamp>()?)?,
+                Key::ExpiresAt => once(&mut g.expires_at, map.next_value::<Timestamp>()?)?,
+                Key::Ticket => once(&mut g.ticket, map.next_value::<Option<Text<'de>>>()?)?,
+                Key::Other => map.next_value_seed(Strict(2))?,
+            }
+        }
+        let complete = g.id.is_some()
+            && g.principal.is_some()
+            && g.role.is_some()
+            && g.scope.is_some()
+            && g.not_before.is_some()
+            && g.expires_at.is_some();
+        if complete {
+            Ok(g)
+        } else {
+            Err(serde::de::Error::custom("missing field"))
+        }
+    }
+}
+
+impl FastGrant<'_> {
+    /// The entry [`Entry::parse`] makes of the same grant.
+    fn into_entry(self) -> Entry {
+        let (
+            Some(Text(id)),
+            Some(Text(principal)),
+            Some(Text(role)),
+            Some(Text(scope)),
+            Some(not_before),
+            Some(expires_at),
+        ) = (
+            self.id,
+            self.principal,
+            self.role,
+            self.scope,
+            self.not_before,
+            self.expires_at,
+        )
+        else {
+            // `FastVisitor` only returns complete grants.
+            return Entry::Malformed {
+                id: None,
+                message: "missing field".into(),
+                shape_ok: false,
+            };
+        };
+        let malformed = |message: String, shape_ok| Entry::Malformed {
+            id: Some(id.clone().into_owned()),
+            message,
+            shape_ok,
+        };
+        if id.is_empty() {
+            return malformed("`id` is empty".into(), false);
+        }
+        let principal = match parse_uid_text(&principal) {
+            Ok(uid) => uid,
+            Err(e) => return malformed(format!("`principal`: {e}"), true),
+        };
+        let scope = match parse_uid_text(&scope) {
+            Ok(uid) => uid,
+            Err(e) => return malformed(format!("`scope`: {e}"), true),
+        };
+        Entry::Parsed(Arc::new(Grant {
+            id: PolicyId::new(id.as_ref()),
+            principal,
+            role: PolicyId::new(role.as_ref()),
+            scope,
+            not_before,
+            expires_at,
+            ticket: self.ticket.flatten().map(|Text(t)| t.into_owned()),
+        }))
     }
 }
 
@@ -218,27 +477,39 @@ pub struct GrantIndex {
 impl GrantIndex {
     /// Checks every grant of `doc` against `bundle` and indexes the good ones.
     pub fn build(doc: &Document, bundle: &Bundle) -> Self {
-        let mut seen: HashSet<String> = HashSet::new();
-        let mut by_principal: HashMap<EntityUid, Vec<Arc<Grant>>> = HashMap::new();
+        // Ids borrowed from the document, and maps sized once: a big feed is built
+        // without a string copy or a rehash per grant.
+        let mut seen: HashSet<&str> = HashSet::with_capacity(doc.grants.len());
+        let mut by_principal: HashMap<EntityUid, Box<[Arc<Grant>]>> =
+            HashMap::with_capacity(doc.grants.len());
         let mut rejected = Vec::new();
         let mut len = 0;
         for (index, entry) in doc.grants.iter().enumerate() {
             match check_grant(entry, bundle, &seen) {
                 Ok(grant) => {
-                    seen.insert(raw_id(&grant.id).to_owned());
+                    seen.insert(raw_id(&grant.id));
                     len += 1;
-                    by_principal
-                        .entry(grant.principal.clone())
-                        .or_default()
-                        .push(Arc::clone(grant));
+                    // Most grantees hold one grant: a one-element slice, grown by copy
+                    // for the few that hold more.
+                    match by_principal.get_mut(&grant.principal) {
+                        Some(held) => {
+                            let mut more = std::mem::take(held).into_vec();
+                            more.push(Arc::clone(grant));
+                            *held = more.into_boxed_slice();
+                        }
+                        None => {
+                            by_principal
+                                .insert(grant.principal.clone(), Box::new([Arc::clone(grant)]));
+                        }
+                    }
                 }
                 Err((id, reason, message)) => {
                     if reason != RejectReason::DuplicateId
-                        && let Some(id) = &id
+                        && let Some(claimed) = entry_id(entry)
                     {
                         // A rejected grant still claims its id: a later copy must not
                         // slip in under it.
-                        seen.insert(id.clone());
+                        seen.insert(claimed);
                     }
                     rejected.push(GrantRejection {
                         id,
@@ -249,13 +520,11 @@ impl GrantIndex {
                 }
             }
         }
+        by_principal.shrink_to_fit();
         Self {
             revision: doc.revision.clone(),
             generated_at: doc.generated_at,
-            by_principal: by_principal
-                .into_iter()
-                .map(|(k, v)| (k, v.into_boxed_slice()))
-                .collect(),
+            by_principal,
             len,
             rejected,
         }
@@ -297,10 +566,22 @@ pub fn raw_id(id: &PolicyId) -> &str {
     id.as_ref()
 }
 
+/// The id an entry claims: a parsed grant's, or the one a malformed grant has (the id
+/// checks count a grant with a bad shape and no readable id as `""`).
+fn entry_id(entry: &Entry) -> Option<&str> {
+    match entry {
+        Entry::Parsed(g) => Some(raw_id(&g.id)),
+        Entry::Malformed {
+            id, shape_ok: true, ..
+        } => Some(id.as_deref().unwrap_or_default()),
+        Entry::Malformed { id, .. } => id.as_deref(),
+    }
+}
+
 fn check_grant<'a>(
     entry: &'a Entry,
     bundle: &Bundle,
-    seen: &HashSet<String>,
+    seen: &HashSet<&str>,
 ) -> Result<&'a Arc<Grant>, Rejected> {
     let (id, parsed) = match entry {
         Entry::Malformed {
@@ -308,17 +589,17 @@ fn check_grant<'a>(
             message,
             shape_ok: false,
         } => return Err((id.clone(), RejectReason::Malformed, message.clone())),
-        Entry::Malformed { id, .. } => (id.clone().unwrap_or_default(), None),
-        Entry::Parsed(g) => (raw_id(&g.id).to_owned(), Some(g)),
+        Entry::Malformed { id, .. } => (id.as_deref().unwrap_or_default(), None),
+        Entry::Parsed(g) => (raw_id(&g.id), Some(g)),
     };
-    let reject = |reason, message: String| (Some(id.clone()), reason, message);
-    if seen.contains(&id) {
+    let reject = |reason, message: String| (Some(id.to_owned()), reason, message);
+    if seen.contains(id) {
         return Err(reject(
             RejectReason::DuplicateId,
             format!("id `{id}` appears more than once"),
         ));
     }
-    if bundle.ids.contains(&id) {
+    if bundle.ids.contains(id) {
         return Err(reject(
             RejectReason::IdConflict,
             format!("id `{id}` is also a policy id"),

@@ -695,6 +695,7 @@ impl App {
                 "findings": snapshot.bundle.findings.len() + snapshot.store.findings.len(),
             },
             "entities": snapshot.store.len(),
+            "reloader": self.store.reloader_priority(),
             "workflow": self.workflow.as_ref().map(|w| json!({
                 "service": w.service.status(),
                 "tokens": w.tokens.status(),

@@ -12,6 +12,7 @@
 //! * [`request`]: decision requests (UIDs, context, per-request entities).
 //! * [`snapshot`]: the live `Snapshot`, reload, watchers, status.
 //! * [`watch`]: the file watcher of the route table, JWT keys, TLS files and tokens.
+//! * [`priority`]: the low-priority worker thread reloads run on (`--reload-nice`).
 //! * [`remote`]: the remote grant feed fetcher (`--grants-url`, ETag and long-poll).
 //! * [`signing`]: signed grant feeds: Ed25519 keys, the envelope, what a sidecar accepts.
 //! * [`engine`]: `decide(&Snapshot, &Query, now)`, pure.
@@ -52,6 +53,7 @@ pub mod lint;
 pub mod metrics;
 pub mod policy;
 pub mod policytest;
+pub mod priority;
 pub mod prove;
 pub mod remote;
 pub mod request;

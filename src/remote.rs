@@ -210,9 +210,11 @@ impl Fetcher {
                 Ok(Answer::Document { etag, body }) => {
                     let store = Arc::clone(&self.store);
                     let now = (self.clock)();
-                    let applied =
-                        tokio::task::spawn_blocking(move || store.apply_feed(&body, now)).await;
-                    let applied = applied.unwrap_or(FeedApplied::Rejected);
+                    let applied = tokio::task::spawn_blocking(move || {
+                        store.on_reloader(move |store| store.apply_feed(&body, now))
+                    })
+                    .await;
+                    let applied = applied.ok().flatten().unwrap_or(FeedApplied::Rejected);
                     self.sent_etag = etag.clone();
                     match applied {
                         FeedApplied::Changed { generation } => {

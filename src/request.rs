@@ -85,18 +85,26 @@ pub struct Query {
     pub merged: bool,
 }
 
+/// A UID in its string form, `User::"alice"`, as [`parse_uid`] reads a string.
+///
+/// # Errors
+/// `text` is not a Cedar entity UID.
+pub fn parse_uid_text(text: &str) -> Result<EntityUid, String> {
+    EntityUid::from_str(text).map_err(|e| {
+        format!(
+            "`{text}` is not an entity UID like `User::\"alice\"`: {}",
+            one_line(&e)
+        )
+    })
+}
+
 /// Parses a UID given as `Type::"id"`, `{"type": .., "id": ..}` or `{"__entity": {..}}`.
 ///
 /// # Errors
 /// Any other shape, or a type name that is not a Cedar name.
 pub fn parse_uid(value: &serde_json::Value) -> Result<EntityUid, String> {
     match value {
-        serde_json::Value::String(text) => EntityUid::from_str(text).map_err(|e| {
-            format!(
-                "`{text}` is not an entity UID like `User::\"alice\"`: {}",
-                one_line(&e)
-            )
-        }),
+        serde_json::Value::String(text) => parse_uid_text(text),
         serde_json::Value::Object(map) => {
             if let Some(inner) = map.get("__entity")
                 && map.len() == 1

@@ -486,6 +486,9 @@ pub struct Store {
     remote: Option<Remote>,
     /// Keys a feed must be signed with (`--feed-public-key`); `None` takes any feed.
     trust: Option<FeedTrust>,
+    /// The low-priority thread reloads run on, set once by [`spawn_reloader`]; until
+    /// then (and in tests and one-shot commands) reloads run on the caller's thread.
+    worker: std::sync::OnceLock<Arc<crate::priority::Worker>>,
 }
 
 struct ReloadState {
@@ -654,8 +657,28 @@ impl Store {
             metrics,
             remote,
             trust,
+            worker: std::sync::OnceLock::new(),
         };
         Ok(store)
+    }
+
+    /// Runs `job` on the reloader's low-priority thread once [`spawn_reloader`] has
+    /// started it, else here; blocking, so call it off the async threads. `None` if
+    /// the job panicked.
+    pub fn on_reloader<T: Send + 'static>(
+        self: &Arc<Self>,
+        job: impl FnOnce(&Store) -> T + Send + 'static,
+    ) -> Option<T> {
+        let store = Arc::clone(self);
+        match self.worker.get() {
+            Some(worker) => worker.run(move || job(&store)),
+            None => Some(job(&store)),
+        }
+    }
+
+    /// The reloader thread's priority, once it runs (`/v1/status`).
+    pub fn reloader_priority(&self) -> Option<crate::priority::NiceOutcome> {
+        self.worker.get().map(|w| w.outcome().clone())
     }
 
     /// Whether the grants come over HTTP.
@@ -1197,14 +1220,29 @@ fn log_rejections(grants: &GrantIndex, metrics: &Metrics) {
 ///
 /// Events only signal; the reload re-reads from disk after `debounce` of quiet, so a
 /// burst of writes, a rename or a ConfigMap symlink swap all end in one reload.
+/// Reloads (and the remote feed's, through [`Store::on_reloader`]) run on one thread
+/// `config.nice` nice levels below the request threads; a priority that cannot be set
+/// is logged and shown in `/v1/status`, and the reloads run anyway.
 ///
 /// # Errors
-/// The watcher cannot be created or a directory cannot be watched.
+/// The watcher cannot be created or a directory cannot be watched, or the reloader
+/// thread cannot be spawned.
 pub fn spawn_reloader(
     store: Arc<Store>,
     config: ReloadConfig,
     cancel: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, notify::Error> {
+    if store.worker.get().is_none() {
+        let worker = crate::priority::Worker::spawn("elevate-reload", config.nice)
+            .map_err(|e| notify::Error::io(e).add_path(PathBuf::from("elevate-reload thread")))?;
+        match worker.outcome() {
+            crate::priority::NiceOutcome::Failed { error } => {
+                tracing::warn!(error = %error, "reloads run at the request threads' priority");
+            }
+            outcome => tracing::info!(priority = ?outcome, "reloader thread started"),
+        }
+        let _ = store.worker.set(Arc::new(worker));
+    }
     let filter = EventFilter::new(store.sources());
     let dirs = watch_dirs(store.sources());
     crate::watch::spawn_dirs(
@@ -1214,7 +1252,7 @@ pub fn spawn_reloader(
         config.rescan,
         cancel,
         move || {
-            store.reload(Timestamp::now());
+            store.on_reloader(|store| store.reload(Timestamp::now()));
         },
     )
 }

@@ -145,6 +145,7 @@ async fn no_grant_is_in_force_outside_its_window_as_the_clock_steps_back_and_for
         reload: ReloadConfig {
             debounce: Duration::from_millis(20),
             rescan: Duration::from_millis(200),
+            ..ReloadConfig::default()
         },
         http: HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -103,6 +103,7 @@ impl InProcess {
         let reload = ReloadConfig {
             debounce: Duration::from_millis(50),
             rescan: Duration::from_millis(500),
+            ..ReloadConfig::default()
         };
         let config = Config {
             sources: Sources {

@@ -1133,3 +1133,72 @@ async fn schema_and_entities_changed_together_apply_once_both_files_are_written(
     assert_answer(&answer, "Allow", &["workspace-member-read"], &[]);
     assert_baseline_decisions(&server).await;
 }
+
+// ------------------------------------------------------------------ reloader priority
+
+/// Nice values of this process's threads named `name` (from /proc), and the nice
+/// value of the calling thread.
+fn thread_nices(name: &str) -> (Vec<i32>, i32) {
+    let nice_of = |stat: &str| -> i32 {
+        let rest = stat.rsplit_once(") ").unwrap().1;
+        // Field 19 of stat is the nice value; `rest` starts at field 3.
+        rest.split_whitespace().nth(16).unwrap().parse().unwrap()
+    };
+    let mut nices = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let dir = task.unwrap().path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("stat")),
+        ) else {
+            continue;
+        };
+        if comm.trim_end() == name {
+            nices.push(nice_of(&stat));
+        }
+    }
+    let own = nice_of(&std::fs::read_to_string("/proc/thread-self/stat").unwrap());
+    (nices, own)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_run_on_a_reloader_thread_niced_below_the_request_threads() {
+    let server = TestServer::start(|_| {}).await;
+    let generation = server.generation().await;
+    let (nices, own) = thread_nices("elevate-reload");
+    let expected = (own + elevate::priority::DEFAULT_RELOAD_NICE).min(19);
+    assert!(nices.contains(&expected), "{nices:?}, expected {expected}");
+    // The servers of this test binary run with the default step, or with 0.
+    assert!(
+        nices.iter().all(|n| *n == expected || *n == own),
+        "{nices:?}"
+    );
+    let status = server.status().await;
+    assert_eq!(
+        status["reloader"],
+        json!({"state": "applied", "nice": expected}),
+        "{status}"
+    );
+
+    // A reload on that thread goes live as before.
+    write_feed(&server.layout.grants, "2", vec![finops_alice()]);
+    let status = next_generation(&server, generation).await;
+    assert_eq!(status["grants"]["accepted"], 1);
+    let create = body(
+        &user("alice"),
+        &action("createPaymentMethod"),
+        &uid("PaymentMethod", "pm-1"),
+    );
+    let answer = server.decide_body(&create).await;
+    assert_answer(&answer, "Allow", &[FINOPS_ALICE], &[FINOPS_ALICE]);
+    // Request threads keep their priority.
+    let (workers, _) = thread_nices("tokio-runtime-w");
+    assert!(workers.iter().all(|n| *n == own), "{workers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_nice_zero_leaves_the_reloader_at_the_request_threads_priority() {
+    let server = TestServer::start_with(|_| {}, |config| config.reload.nice = 0).await;
+    let status = server.status().await;
+    assert_eq!(status["reloader"], json!({"state": "disabled"}), "{status}");
+}

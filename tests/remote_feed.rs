@@ -380,6 +380,7 @@ impl Sidecar {
             reload: ReloadConfig {
                 debounce: Duration::from_millis(50),
                 rescan: Duration::from_millis(500),
+                ..ReloadConfig::default()
             },
             http: HttpConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),

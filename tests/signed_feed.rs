@@ -124,6 +124,7 @@ impl World {
             reload: ReloadConfig {
                 debounce: Duration::from_millis(50),
                 rescan: Duration::from_millis(500),
+                ..ReloadConfig::default()
             },
             http: HttpConfig {
                 listen: "127.0.0.1:0".parse().unwrap(),

@@ -37,6 +37,10 @@ pub struct ServeArgs {
     /// Rescan interval, in case file events are lost, in ms [default: 30000]
     #[arg(long, env = "ELEVATE_RESCAN_MS")]
     pub rescan_ms: Option<u64>,
+    /// Nice levels the reloader thread runs below the request threads, 0 to 19; 0
+    /// runs reloads at the same priority [default: 5]
+    #[arg(long, env = "ELEVATE_RELOAD_NICE")]
+    pub reload_nice: Option<i32>,
     /// Decision records queued before ordinary ones are dropped [default: 65536]
     #[arg(long, env = "ELEVATE_DECISION_QUEUE")]
     pub decision_queue: Option<usize>,
@@ -352,6 +356,13 @@ impl ServeArgs {
                     file.rescan_ms,
                     config::DEFAULT_RESCAN,
                 )?,
+                nice: match self.reload_nice.or(file.reload_nice) {
+                    Some(value) if !crate::priority::valid_step(value) => {
+                        return Err(ConfigError::ReloadNice { value });
+                    }
+                    Some(value) => value,
+                    None => crate::priority::DEFAULT_RELOAD_NICE,
+                },
             },
             http: HttpConfig {
                 listen,
@@ -536,6 +547,7 @@ impl ServeArgs {
             reload: ReloadConfig {
                 debounce: ms(self.debounce_ms, file.debounce_ms, config::DEFAULT_DEBOUNCE),
                 rescan: ms(self.rescan_ms, file.rescan_ms, config::DEFAULT_RESCAN),
+                ..ReloadConfig::default()
             },
         }))
     }
@@ -617,6 +629,7 @@ impl ServeArgs {
             reload: ReloadConfig {
                 debounce: ms(self.debounce_ms, file.debounce_ms, config::DEFAULT_DEBOUNCE),
                 rescan: ms(self.rescan_ms, file.rescan_ms, config::DEFAULT_RESCAN),
+                ..ReloadConfig::default()
             },
         }))
     }

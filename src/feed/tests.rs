@@ -210,3 +210,143 @@ fn fuzz_feed_grant_ids_keep_quotes_and_backslashes() {
     let g = idx.iter().next().unwrap();
     assert_eq!(AsRef::<str>::as_ref(&g.id), "g'\\\"é\u{7}");
 }
+
+/// The feed parser as it was before plain grants were read straight from the bytes:
+/// every element through a `serde_json::Value`. The fast path must agree with it.
+mod reference {
+    use super::*;
+
+    #[derive(Deserialize)]
+    pub struct Document {
+        pub revision: String,
+        #[serde(default)]
+        pub generated_at: Option<Timestamp>,
+        #[serde(default)]
+        pub grants: Vec<ValueEntry>,
+    }
+
+    pub struct ValueEntry(pub Entry);
+
+    impl<'de> Deserialize<'de> for ValueEntry {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let raw = serde_json::Value::deserialize(d)?;
+            Ok(ValueEntry(Entry::parse(&raw)))
+        }
+    }
+}
+
+/// Both parsers' view of `bytes`: the entries, or the error without its position.
+fn both(bytes: &[u8]) -> (Result<String, String>, Result<String, String>) {
+    fn unplaced(e: String) -> String {
+        e.split(" at line ").next().unwrap_or_default().to_owned()
+    }
+    let new = parse_document(bytes)
+        .map(|d| format!("{} {:?} {:?}", d.revision, d.generated_at, d.grants))
+        .map_err(|e| match e {
+            FeedError::Malformed { message, .. } => unplaced(message),
+        });
+    let old = serde_json::from_slice::<reference::Document>(bytes)
+        .map(|d| {
+            let grants: Vec<Entry> = d.grants.into_iter().map(|e| e.0).collect();
+            format!("{} {:?} {:?}", d.revision, d.generated_at, grants)
+        })
+        .map_err(|e| unplaced(e.to_string()));
+    (new, old)
+}
+
+fn in_document(element: &str) -> String {
+    format!(r#"{{"revision":"r","grants":[{element}]}}"#)
+}
+
+const PLAIN: &str = r#"{"id":"g-1","principal":"User::\"alice\"","role":"FinOpsManager","scope":"Workspace::\"ws-1\"","not_before":"2026-12-03T17:00:00Z","expires_at":"2026-12-03T19:00:00Z","approved_by":["User::\"carol\""],"reason":"r","ticket":"OPS-1"}"#;
+
+#[test]
+fn plain_and_unusual_grants_parse_as_they_did_through_a_value() {
+    let nested = |depth: usize| {
+        format!(
+            r#"{{"id":"d","x":{}1{}}}"#,
+            "[".repeat(depth),
+            "]".repeat(depth)
+        )
+    };
+    let cases = [
+        PLAIN.to_owned(),
+        // Escapes in values and keys, repeated keys, other shapes and types.
+        PLAIN.replace(r#""id":"g-1""#, r#""id":"g-\u0031""#),
+        PLAIN.replace(r#""id":"g-1""#, r#""\u0069d":"g-1""#),
+        PLAIN.replace(r#""id":"g-1""#, r#""id":"g-0","id":"g-1""#),
+        PLAIN.replace(
+            r#""role":"FinOpsManager""#,
+            r#""role":"A","role":"FinOpsManager""#,
+        ),
+        PLAIN.replace(r#""id":"g-1""#, r#""id":"""#),
+        PLAIN.replace(r#""id":"g-1""#, r#""id":7"#),
+        PLAIN.replace(r#""id":"g-1","#, ""),
+        PLAIN.replace(r#""ticket":"OPS-1""#, r#""ticket":null"#),
+        PLAIN.replace(r#""ticket":"OPS-1""#, r#""ticket":5"#),
+        PLAIN.replace(r#","ticket":"OPS-1""#, ""),
+        PLAIN.replace(r#""User::\"alice\"""#, r#"{"type":"User","id":"alice"}"#),
+        PLAIN.replace(r#""User::\"alice\"""#, r#""User:alice""#),
+        PLAIN.replace(r#""Workspace::\"ws-1\"""#, r#""Workspace :: \"ws-1\"""#),
+        PLAIN.replace("2026-12-03T17:00:00Z", "yesterday"),
+        PLAIN.replace(r#""reason":"r""#, r#""reason":"\ud800""#),
+        PLAIN.replace(r#""reason":"r""#, r#""reason":1e999"#),
+        PLAIN.replace(r#""reason":"r""#, r#""reason":{"a":[1,2.5,-3,true,null]}"#),
+        r#""just a string""#.to_owned(),
+        "[]".to_owned(),
+        "{}".to_owned(),
+        nested(124),
+        nested(125),
+        nested(126),
+        nested(200),
+    ];
+    for case in &cases {
+        let (new, old) = both(in_document(case).as_bytes());
+        assert_eq!(new, old, "element {case}");
+    }
+    // The nesting limit is where it was: 125 containers inside a grant pass.
+    assert!(both(in_document(&nested(124)).as_bytes()).0.is_ok());
+    assert!(both(in_document(&nested(125)).as_bytes()).0.is_err());
+    // The plain grant took the fast path and is a real grant.
+    let doc = parse_document(in_document(PLAIN).as_bytes()).unwrap();
+    assert!(matches!(&doc.grants[0], Entry::Parsed(g) if g.ticket.as_deref() == Some("OPS-1")));
+}
+
+#[test]
+fn every_one_byte_change_of_a_grant_parses_as_it_did_through_a_value() {
+    let doc = in_document(PLAIN);
+    let (mut checked, mut documents) = (0, 0);
+    for at in 0..doc.len() {
+        for b in [
+            b'"', b'\\', b'{', b'}', b'[', b',', b':', b'1', b' ', b'e', 0xff,
+        ] {
+            let mut bytes = doc.clone().into_bytes();
+            bytes[at] = b;
+            let (new, old) = both(&bytes);
+            checked += 1;
+            if new.is_err() && old.is_err() {
+                // A document refused either way: the wording may differ, since a grant's
+                // raw text is scanned as a whole before it is read.
+                continue;
+            }
+            documents += 1;
+            assert_eq!(
+                new,
+                old,
+                "byte {at} set to {b:#x}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+    }
+    assert!(checked > 2000);
+    // Many changes still make a document, with the grant parsed or rejected alone.
+    assert!(documents > 300, "{documents} documents");
+}
+
+#[test]
+fn a_plain_grant_takes_the_fast_path() {
+    let mut de = serde_json::Deserializer::from_str(PLAIN);
+    let fast = serde::Deserializer::deserialize_map(&mut de, FastVisitor);
+    assert!(fast.is_ok(), "{:?}", fast.err());
+    assert!(de.end().is_ok());
+}

@@ -139,6 +139,7 @@ impl TestServer {
             reload: ReloadConfig {
                 debounce: Duration::from_millis(50),
                 rescan: Duration::from_millis(500),
+                ..ReloadConfig::default()
             },
             http: HttpConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -658,6 +659,7 @@ impl TestServer {
             reload: ReloadConfig {
                 debounce: Duration::from_millis(50),
                 rescan: Duration::from_millis(500),
+                ..ReloadConfig::default()
             },
             http: HttpConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
