@@ -90,12 +90,52 @@ pub struct Query {
 /// # Errors
 /// `text` is not a Cedar entity UID.
 pub fn parse_uid_text(text: &str) -> Result<EntityUid, String> {
+    if let Some(uid) = plain_uid(text) {
+        return Ok(uid);
+    }
     EntityUid::from_str(text).map_err(|e| {
         format!(
             "`{text}` is not an entity UID like `User::\"alice\"`: {}",
             one_line(&e)
         )
     })
+}
+
+/// Distinct type names each thread keeps parsed; past this, new ones are parsed anew.
+const TYPE_CACHE: usize = 256;
+
+thread_local! {
+    static TYPES: std::cell::RefCell<std::collections::HashMap<Box<str>, Option<EntityTypeName>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// `Type::"id"` in its plainest form, without Cedar's parser, which costs more than
+/// the rest of a grant's parse: the type name made only of identifier characters and
+/// `::`, parsed by Cedar once per thread and kept, and the id with no quote, backslash
+/// or control character, so that it means itself. Anything else (whitespace,
+/// escapes, comments, an unusual type) is `None`, for Cedar's parser to decide.
+fn plain_uid(text: &str) -> Option<EntityUid> {
+    let (ty, id) = text.strip_suffix('"')?.split_once("::\"")?;
+    if ty.is_empty()
+        || !ty
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+        || id.chars().any(|c| c == '"' || c == '\\' || c.is_control())
+    {
+        return None;
+    }
+    let ty = TYPES.with(|types| {
+        let mut types = types.borrow_mut();
+        if let Some(known) = types.get(ty) {
+            return known.clone();
+        }
+        let parsed = EntityTypeName::from_str(ty).ok();
+        if types.len() < TYPE_CACHE {
+            types.insert(ty.into(), parsed.clone());
+        }
+        parsed
+    })?;
+    Some(EntityUid::from_type_name_and_id(ty, EntityId::new(id)))
 }
 
 /// Parses a UID given as `Type::"id"`, `{"type": .., "id": ..}` or `{"__entity": {..}}`.

@@ -269,3 +269,61 @@ fn flat_contexts_equal_what_the_cedar_parser_builds() {
         }
     }
 }
+
+mod plain_uid {
+    use proptest::prelude::*;
+
+    use super::super::{EntityUid, FromStr, plain_uid};
+
+    /// Whatever the fast path builds, Cedar's parser builds too, equal and printed alike.
+    fn agrees(text: &str) -> Result<(), TestCaseError> {
+        let cedar = EntityUid::from_str(text);
+        if let Some(fast) = plain_uid(text) {
+            let cedar =
+                cedar.map_err(|e| TestCaseError::fail(format!("{text}: cedar says {e}")))?;
+            prop_assert_eq!(&fast, &cedar, "{}", text);
+            prop_assert_eq!(fast.to_string(), cedar.to_string());
+            prop_assert_eq!(fast.type_name().to_string(), cedar.type_name().to_string());
+            prop_assert_eq!(fast.id().unescaped(), cedar.id().unescaped());
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn plain_forms_take_the_fast_path_and_the_rest_go_to_cedar() {
+        for text in [
+            r#"User::"alice""#,
+            r#"Acme::Billing::PaymentMethod::"pm 1/ü""#,
+            r#"ApiKey::"""#,
+            r#"Action::"createPaymentMethod""#,
+        ] {
+            assert!(plain_uid(text).is_some(), "{text}");
+            agrees(text).unwrap();
+        }
+        for text in [
+            r#"User :: "alice""#,
+            r#"User::"a\"b""#,
+            r#"User::"a\u{1}""#,
+            "User::\"a\nb\"",
+            r#"if::"x""#,
+            r#"User:::"x""#,
+            r#"::"x""#,
+            r#"User::"x" "#,
+            r#"User::"x"y""#,
+            r#"1User::"x""#,
+            r#"User::/*c*/"x""#,
+        ] {
+            assert!(plain_uid(text).is_none(), "{text}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_fast_path_agrees_with_cedar(
+            ty in "[A-Za-z_0-9:]{0,12}|(if|then|else|true|false|in|is|has|like|__cedar)(::[A-Za-z]{1,3})?",
+            id in "[a-z \"\\\\\\n\\u{0}-\\u{1f}ü😀:/]{0,8}",
+        ) {
+            agrees(&format!("{ty}::\"{id}\""))?;
+        }
+    }
+}
