@@ -245,11 +245,7 @@ impl Outcome {
 /// Decides `query` against `snapshot` as of `now`.
 pub fn decide(snapshot: &Snapshot, query: &Query, now: Timestamp) -> Outcome {
     let grants_suspended = snapshot.grants_suspended(now);
-    let active = if grants_suspended {
-        Vec::new()
-    } else {
-        active_grants(snapshot, query, &query.entities, now)
-    };
+    let active = in_force_grants(snapshot, query, now);
     let mut outcome = decide_prebuilt(snapshot, query, &active)
         .unwrap_or_else(|| decide_with_cedar(snapshot, query, &active));
     outcome.grants_suspended = grants_suspended;
@@ -274,11 +270,7 @@ fn decide_prebuilt(snapshot: &Snapshot, query: &Query, active: &[Arc<Grant>]) ->
 /// benchmarks only.
 pub fn decide_linked(snapshot: &Snapshot, query: &Query, now: Timestamp) -> Outcome {
     let grants_suspended = snapshot.grants_suspended(now);
-    let active = if grants_suspended {
-        Vec::new()
-    } else {
-        active_grants(snapshot, query, &query.entities, now)
-    };
+    let active = in_force_grants(snapshot, query, now);
     let mut outcome = decide_with_cedar(snapshot, query, &active);
     outcome.grants_suspended = grants_suspended;
     outcome
@@ -345,41 +337,6 @@ fn links_cleanly(roles: &HashMap<PolicyId, Condition>, grants: &[Arc<Grant>]) ->
     grants
         .iter()
         .all(|g| !roles.contains_key(&g.id) && seen.insert(&g.id))
-}
-
-/// The principal's grants (and, for `principal in ?principal` roles, its groups')
-/// that are in force at `now` and whose role can match the action.
-fn active_grants(
-    snapshot: &Snapshot,
-    query: &Query,
-    entities: &Entities,
-    now: Timestamp,
-) -> Vec<Arc<Grant>> {
-    let index = &snapshot.grants;
-    if index.is_empty() {
-        return Vec::new();
-    }
-    let bundle = &snapshot.bundle;
-    let mut found: Vec<Arc<Grant>> = Vec::new();
-    let mut take = |grants: &[Arc<Grant>]| {
-        for grant in grants {
-            let Some(role) = bundle.roles.get(&grant.role) else {
-                continue;
-            };
-            if grant.in_force(now) && role.may_match_action(&query.action, entities) {
-                found.push(Arc::clone(grant));
-            }
-        }
-    };
-    take(index.of(&query.principal));
-    if bundle.any_role_principal_in
-        && let Some(ancestors) = entities.ancestors(&query.principal)
-    {
-        for group in ancestors {
-            take(index.of(group));
-        }
-    }
-    found
 }
 
 fn link_grants(bundle: &Bundle, grants: &[Arc<Grant>]) -> (PolicySet, Vec<EvalError>) {
@@ -469,8 +426,7 @@ pub fn in_force_grants(snapshot: &Snapshot, query: &Query, now: Timestamp) -> Ve
     if snapshot.grants_suspended(now) {
         return Vec::new();
     }
-    let entities = &query.entities;
-    active_grants(snapshot, query, entities, now)
+    principal_grants(snapshot, query, |g| g.in_force(now))
 }
 
 /// The grants `decide` looks up for `query` (the principal's own and its groups',

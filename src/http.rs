@@ -410,7 +410,7 @@ impl App {
         started: Instant,
     ) -> Response<Full<Bytes>> {
         self.metrics
-            .decision(hit.allow, hit.used_grant, started.elapsed());
+            .decision(hit.allow, hit.used_grant(), started.elapsed());
         self.metrics.decision_cache(true);
         let decision_id = self.log.next_id();
         if let Some(record) = &hit.record
@@ -424,12 +424,34 @@ impl App {
         }
         tracing::debug!(
             decision_id = %decision_id,
-            decision = hit.decision,
+            decision = if hit.allow { "Allow" } else { "Deny" },
             grants = hit.grants,
             cached = true,
             "decided"
         );
         bytes_response(StatusCode::OK, hit.answer(&decision_id))
+    }
+
+    /// A fresh answer to `body`, built from the head the cache keeps (so a hit later
+    /// returns what this miss returns, byte for byte), and kept if `seed` allows.
+    fn answer_and_keep(
+        &self,
+        mut answer: Answer,
+        seed: Option<cache::Seed>,
+        body: &[u8],
+        snapshot: &Snapshot,
+        now: Timestamp,
+    ) -> Response<Full<Bytes>> {
+        let decision_id = std::mem::take(&mut answer.decision_id);
+        let blank = serde_json::to_vec(&answer).unwrap_or_default();
+        let Some(head) = cache::head_of(&blank) else {
+            answer.decision_id = decision_id;
+            return json_response(StatusCode::OK, &answer);
+        };
+        if let Some(seed) = seed {
+            self.cache.insert(body, snapshot, now, head, seed);
+        }
+        bytes_response(StatusCode::OK, cache::answer_bytes(head, &decision_id))
     }
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -506,7 +528,7 @@ impl App {
                     self.metrics.decision_cache(false);
                 }
                 let body: Body = parse_json(&bytes)?;
-                let (mut answer, explanation, seed) = self.decide(
+                let (answer, explanation, seed) = self.decide(
                     &snapshot,
                     body,
                     now,
@@ -516,27 +538,7 @@ impl App {
                     cacheable,
                 )?;
                 Ok(match &explanation {
-                    None if cacheable => {
-                        // The answer is built from the head the cache keeps, so a hit
-                        // returns what this miss returns, byte for byte.
-                        let decision_id = std::mem::take(&mut answer.decision_id);
-                        let blank = serde_json::to_vec(&answer).unwrap_or_default();
-                        match cache::head_of(&blank) {
-                            Some(head) => {
-                                if let Some(seed) = seed {
-                                    self.cache.insert(&bytes, &snapshot, now, head, seed);
-                                }
-                                bytes_response(
-                                    StatusCode::OK,
-                                    cache::answer_bytes(head, &decision_id),
-                                )
-                            }
-                            None => {
-                                answer.decision_id = decision_id;
-                                json_response(StatusCode::OK, &answer)
-                            }
-                        }
-                    }
+                    None if cacheable => self.answer_and_keep(answer, seed, &bytes, &snapshot, now),
                     None => json_response(StatusCode::OK, &answer),
                     Some(explanation) => json_response(
                         StatusCode::OK,

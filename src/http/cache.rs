@@ -47,9 +47,8 @@ pub struct Cached {
     /// The answer's JSON up to the decision id's value (`…,"decision_id":`).
     head: Bytes,
     pub allow: bool,
-    pub used_grant: bool,
+    /// The grants the answer rests on.
     pub grants: usize,
-    pub decision: &'static str,
     /// The decision record without its id and time, when the log is on; boxed, so
     /// entries without one stay small.
     pub record: Option<Box<DecisionRecord>>,
@@ -57,6 +56,10 @@ pub struct Cached {
 }
 
 impl Cached {
+    pub fn used_grant(&self) -> bool {
+        self.grants > 0
+    }
+
     /// The answer with `decision_id`, byte for byte what a fresh decision returns.
     pub fn answer(&self, decision_id: &str) -> Vec<u8> {
         answer_bytes(&self.head, decision_id)
@@ -163,9 +166,7 @@ impl DecisionCache {
             weight: head.len() as u64 + record_weight + OVERHEAD,
             head: Bytes::copy_from_slice(head),
             allow: seed.allow,
-            used_grant: seed.used_grant,
             grants: seed.grants,
-            decision: seed.decision,
             record: seed.record,
         };
         // A copy: the body's bytes may share the connection's read buffer, which the
@@ -180,9 +181,7 @@ impl DecisionCache {
 pub struct Seed {
     until: Timestamp,
     allow: bool,
-    used_grant: bool,
     grants: usize,
-    decision: &'static str,
     record: Option<Box<DecisionRecord>>,
 }
 
@@ -199,9 +198,7 @@ impl Seed {
         Some(Self {
             until: valid_until(snapshot, query, now)?,
             allow: outcome.is_allow(),
-            used_grant: !outcome.grants.is_empty(),
             grants: outcome.grants.len(),
-            decision: if outcome.is_allow() { "Allow" } else { "Deny" },
             record: record.map(Box::new),
         })
     }

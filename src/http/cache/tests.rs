@@ -132,7 +132,7 @@ fn a_hit_needs_the_same_bytes_snapshot_and_an_instant_inside_the_interval() {
     cache.insert(bob.as_bytes(), &snapshot, now(), &head, seed.unwrap());
 
     let hit = cache.get(bob.as_bytes(), &snapshot, at(5)).unwrap();
-    assert!(hit.allow && hit.used_grant);
+    assert!(hit.allow && hit.used_grant());
     assert_eq!(hit.grants, 1);
     assert_eq!(hit.answer("d-7"), answer_bytes(&head, "d-7"));
     assert!(cache.get(bob.as_bytes(), &snapshot, now()).is_some());
