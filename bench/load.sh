@@ -37,6 +37,8 @@
 #   WAIT_IDLE=1            after the build, wait (at most 30 min) until the machine is
 #                          idle: at most WAIT_IDLE_MAX_BUSY=10 (% of one CPU) over 5 s
 #   KEEP=1                 keep the temp dir (fixtures, logs, wrk outputs)
+#   ONLY=reload            only the steady grant row, reload under load and the cost
+#                          of one reload (about a minute; for work on the reloader)
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -103,8 +105,10 @@ fi
 log "fixtures (seeded) into $TMP/fixtures"
 "$GEN" "$TMP/fixtures" 0 "$GRANTS" >&2
 FIX=$TMP/fixtures
-log "fixtures with 100,000 users into $TMP/fixtures-big (entities only)"
-BENCH_USERS=100000 "$GEN" "$TMP/fixtures-big" 0 >&2
+if [[ ${ONLY:-} != reload ]]; then
+    log "fixtures with 100,000 users into $TMP/fixtures-big (entities only)"
+    BENCH_USERS=100000 "$GEN" "$TMP/fixtures-big" 0 >&2
+fi
 BIG_ENTITIES=$TMP/fixtures-big/entities.json
 mkdir -p "$TMP/e0" "$TMP/e100k" "$TMP/ebig" "$TMP/enc" "$TMP/run"
 ln "$FIX/grants-0.json" "$TMP/e0/grants.json"
@@ -390,8 +394,16 @@ start_named() {
 # Phases: every scenario at max throughput first (the ratios come from runs close in
 # time), then low load, then half load. Each server is started fresh for each phase,
 # one at a time, so no idle server shares CPU 0 with the measured one.
-for phase in max low half; do
-    for server in floor e0 e100k ebig enc; do
+PHASES=(max low half)
+SERVERS=(floor e0 e100k ebig enc)
+if [[ ${ONLY:-} == reload ]]; then
+    # The steady row the reload's p99 is compared with, and nothing else.
+    PHASES=(max)
+    SERVERS=(e100k)
+    SCENARIOS=("e100k|elevate 100k grant|GRANT_BODY")
+fi
+for phase in "${PHASES[@]}"; do
+    for server in "${SERVERS[@]}"; do
         start_named "$server"
         port=$(server_port "$server")
         for entry in "${SCENARIOS[@]}"; do
@@ -492,25 +504,27 @@ echo
 awk -F '\t' -v max="${DISTURBED_PCT:-15}" '$9 + 0 > max { d = d "\n  " $1 " (other CPU " $9 "%)" }
     END { if (d != "") print "\nWARNING: other work on the machine during these runs; their figures are disturbed:" d }' "$ROWS"
 echo
-echo "ratios (max throughput, -c$CONNECTIONS):"
-for req in role grant; do
-    e100=${RPS["elevate 100k $req"]}
-    floor=${RPS["hyper floor"]}
-    if [[ $req == grant ]]; then e0=${RPS["elevate 0 grant(Deny)"]}; else e0=${RPS["elevate 0 role"]}; fi
-    echo "  $req request:  elevate(100k)/floor = $(ratio "$e100" "$floor")  (target >= 0.60)   elevate(100k)/elevate(0) = $(ratio "$e100" "$e0")  (target >= 0.90)"
-done
-echo "  (with 0 grants the grant request is a Deny: elevate(0) grant is not the same answer)"
-for req in role grant; do
-    nc=${RPS["elevate 100k $req, no cache"]}
-    echo "  $req request, decision cache off (every request decided): elevate(100k)/floor = $(ratio "$nc" "${RPS["hyper floor"]}"), cache on/off = $(ratio "${RPS["elevate 100k $req"]}" "$nc")"
-done
-echo "  churn (random user and project per request, 100k users, cache on): $(printf '%.0f' "${RPS["elevate 100k+100k churn role"]}") req/s = $(ratio "${RPS["elevate 100k+100k churn role"]}" "${RPS["hyper floor"]}") of the floor; cache ${CHURN_HITS:-?}"
-echo
-echo "latency targets (elevate 100k): p50 at low load <= 100µs, p99 at ~50% load <= 1ms"
-for req in role grant; do
-    echo "  $req: p50 low load $(fmt_us "${P50["elevate 100k $req low load"]}"), p99 ~50% load $(fmt_us "${P99["elevate 100k $req ~50% load"]}")"
-done
-echo
+if [[ ${ONLY:-} != reload ]]; then
+    echo "ratios (max throughput, -c$CONNECTIONS):"
+    for req in role grant; do
+        e100=${RPS["elevate 100k $req"]}
+        floor=${RPS["hyper floor"]}
+        if [[ $req == grant ]]; then e0=${RPS["elevate 0 grant(Deny)"]}; else e0=${RPS["elevate 0 role"]}; fi
+        echo "  $req request:  elevate(100k)/floor = $(ratio "$e100" "$floor")  (target >= 0.60)   elevate(100k)/elevate(0) = $(ratio "$e100" "$e0")  (target >= 0.90)"
+    done
+    echo "  (with 0 grants the grant request is a Deny: elevate(0) grant is not the same answer)"
+    for req in role grant; do
+        nc=${RPS["elevate 100k $req, no cache"]}
+        echo "  $req request, decision cache off (every request decided): elevate(100k)/floor = $(ratio "$nc" "${RPS["hyper floor"]}"), cache on/off = $(ratio "${RPS["elevate 100k $req"]}" "$nc")"
+    done
+    echo "  churn (random user and project per request, 100k users, cache on): $(printf '%.0f' "${RPS["elevate 100k+100k churn role"]}") req/s = $(ratio "${RPS["elevate 100k+100k churn role"]}" "${RPS["hyper floor"]}") of the floor; cache ${CHURN_HITS:-?}"
+    echo
+    echo "latency targets (elevate 100k): p50 at low load <= 100µs, p99 at ~50% load <= 1ms"
+    for req in role grant; do
+        echo "  $req: p50 low load $(fmt_us "${P50["elevate 100k $req low load"]}"), p99 ~50% load $(fmt_us "${P99["elevate 100k $req ~50% load"]}")"
+    done
+    echo
+fi
 echo "reload under load (grant request, -c$CONNECTIONS, feed of $GRANTS replaced every 100 ms by rename):"
 echo "  feed replacements: $(cat "$SWAPS"), reloads during the run (generation $GEN0 -> $GEN1): $((GEN1 - GEN0)), finished after it: $((GEN2 - GEN1))"
 echo "  non-2xx + socket errors: ${ERRS["elevate 100k grant+reload"]}, answers not naming $TARGET_GRANT: $RELOAD_WRONG (both must be 0)"
@@ -521,6 +535,7 @@ echo "  grants input status: ${STATUS_GRANTS:-?}"
 echo "one reload of $GRANTS grants, unloaded:"
 for c in "${RELOAD_COSTS[@]}"; do echo "  $c"; done
 echo "elevate 100k RSS at the end: $RSS_END MB"
+[[ ${ONLY:-} == reload ]] && exit 0
 echo "memory with 100,000 grants and ${BIG_ENTITY_COUNT:-?} entities (target <= 150 MB): RSS at rest $BIG_RSS_REST MB;" \
     "after the max-throughput runs $(awk -F '\t' '$1 == "elevate 100k+100k ent. grant" && $2 == "'"$CONNECTIONS"'" { print $7 }' "$ROWS") MB"
 echo "  100k+100k entities grant/100k grant: $(ratio "${RPS["elevate 100k+100k ent. grant"]}" "${RPS["elevate 100k grant"]}") (the cost of 50x the entities)"

@@ -136,6 +136,14 @@ pub enum Entry {
     },
 }
 
+impl Drop for Entry {
+    // A document of 100,000 grants is let go of on the reloader when a reload replaces
+    // it; each grant it drops is a cache miss, so it may step aside between them.
+    fn drop(&mut self) {
+        crate::priority::pace();
+    }
+}
+
 impl<'de> Deserialize<'de> for Entry {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         // Each element is first taken as its raw text, so a bad grant is rejected alone.
@@ -143,6 +151,8 @@ impl<'de> Deserialize<'de> for Entry {
         // read straight from that text; anything else takes the general path through a
         // `Value`, which decides exactly as the feed parser always has.
         let raw = <&'de serde_json::value::RawValue>::deserialize(d)?;
+        // A big feed is parsed in one call: the reloader may step aside between grants.
+        crate::priority::pace();
         let text = raw.get();
         let mut de = serde_json::Deserializer::from_str(text);
         if let Ok(fast) = serde::Deserializer::deserialize_map(&mut de, FastVisitor)
@@ -451,6 +461,32 @@ pub fn parse_document(bytes: &[u8]) -> Result<Document, FeedError> {
     })
 }
 
+/// The fields of a plain document, and whether it has a top-level `payload` key (which
+/// makes it an envelope for [`crate::signing::open`]).
+#[derive(Deserialize)]
+struct Plain {
+    revision: String,
+    #[serde(default)]
+    generated_at: Option<Timestamp>,
+    #[serde(default)]
+    grants: Arc<[Entry]>,
+    #[serde(default)]
+    payload: Option<serde::de::IgnoredAny>,
+}
+
+/// `bytes` as a plain document if they parse as one without a `payload` key: then the
+/// same document that [`crate::signing::open`] without keys and [`parse_document`]
+/// give, in one pass instead of two (the envelope probe alone reads every byte).
+/// `None` for anything else (an envelope, a bad document), which takes that way.
+pub fn parse_plain_document(bytes: &[u8]) -> Option<Document> {
+    let plain: Plain = serde_json::from_slice(bytes).ok()?;
+    plain.payload.is_none().then(|| Document {
+        revision: plain.revision,
+        generated_at: plain.generated_at,
+        grants: plain.grants,
+    })
+}
+
 // Unknown fields are ignored, so the workflow can add fields without breaking sidecars.
 #[derive(Deserialize)]
 struct RawGrant {
@@ -485,6 +521,7 @@ impl GrantIndex {
         let mut rejected = Vec::new();
         let mut len = 0;
         for (index, entry) in doc.grants.iter().enumerate() {
+            crate::priority::pace();
             match check_grant(entry, bundle, &seen) {
                 Ok(grant) => {
                     seen.insert(raw_id(&grant.id));
@@ -520,7 +557,19 @@ impl GrantIndex {
                 }
             }
         }
-        by_principal.shrink_to_fit();
+        // Sized for one grantee per grant; most hold one, some several. A right-sized
+        // table saves megabytes, and moving entries one at a time (rather than
+        // `shrink_to_fit`, one rehash of milliseconds) lets the reloader step aside.
+        let by_principal = if by_principal.len() < by_principal.capacity() / 2 {
+            let mut sized = HashMap::with_capacity(by_principal.len());
+            for (principal, held) in by_principal {
+                sized.insert(principal, held);
+                crate::priority::pace();
+            }
+            sized
+        } else {
+            by_principal
+        };
         Self {
             revision: doc.revision.clone(),
             generated_at: doc.generated_at,
@@ -546,8 +595,11 @@ impl GrantIndex {
 
     /// Accepted grants in force at `now`.
     pub fn in_force_count(&self, now: Timestamp) -> usize {
+        // Milliseconds for 100,000 grants (a cache miss each): the reloader counts them
+        // for the gauge after every reload, and may step aside between grantees.
         self.by_principal
             .values()
+            .inspect(|_| crate::priority::pace())
             .flat_map(|g| g.iter())
             .filter(|g| g.in_force(now))
             .count()
@@ -559,6 +611,17 @@ impl GrantIndex {
 }
 
 type Rejected = (Option<String>, RejectReason, String);
+
+impl Drop for GrantIndex {
+    // Freeing 100,000 grants takes tens of milliseconds: one grantee at a time, so the
+    // reloader that frees a retired index can step aside between them.
+    fn drop(&mut self) {
+        for held in self.by_principal.drain() {
+            drop(held);
+            crate::priority::pace();
+        }
+    }
+}
 
 /// A policy id as written. Its `Display` escapes quotes, backslashes and control
 /// characters, so it must not be used to compare ids or to show them.

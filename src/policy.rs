@@ -79,6 +79,24 @@ impl SourceFile {
         })
     }
 
+    /// A file's content already read as bytes.
+    ///
+    /// # Errors
+    /// The content is not UTF-8 (the error `load` gives for it).
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self, PolicyError> {
+        let text = String::from_utf8(bytes).map_err(|_| PolicyError::Read {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "stream did not contain valid UTF-8",
+            ),
+        })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            text,
+        })
+    }
+
     /// `path:line:column` of a byte offset, for messages people jump to.
     pub fn location(&self, offset: usize) -> String {
         let before = self.text.get(..offset).unwrap_or(&self.text);

@@ -21,6 +21,8 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};
+
+mod files;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ReloadConfig, RemoteFeedConfig, Sources, Validation};
@@ -344,6 +346,11 @@ fn read_document(
     held: Option<&Document>,
     now: Timestamp,
 ) -> Result<Document, FeedFailure> {
+    if trust.is_none()
+        && let Some(doc) = feed::parse_plain_document(bytes)
+    {
+        return Ok(doc);
+    }
     let payload = signing::open(bytes, trust).map_err(FeedFailure::Rejected)?;
     let doc = feed::parse_document(&payload).map_err(FeedFailure::Parse)?;
     if let Some(trust) = trust {
@@ -352,38 +359,8 @@ fn read_document(
     Ok(doc)
 }
 
-/// The digest `hash_files` (`with_path`) or `hash_bytes` gives the file's content,
-/// computed as the file streams by instead of from a copy of it in memory.
-fn file_digest(path: &Path, with_path: bool) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut hasher = Sha256::new();
-    if with_path {
-        hasher.update(path.as_os_str().as_encoded_bytes());
-        hasher.update([0]);
-    }
-    let mut file = std::fs::File::open(path)?;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(buf.get(..n).unwrap_or_default());
-    }
-    if with_path {
-        hasher.update([0]);
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect())
-}
-
 fn hash_bytes(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    files::digest(None, bytes)
 }
 
 fn hash_files(files: &[SourceFile]) -> String {
@@ -506,6 +483,10 @@ struct ReloadState {
     /// them once it holds the last reference, so the cost of freeing a big snapshot
     /// (hundreds of milliseconds for 100,000 grants) never lands on a request thread.
     retired: Vec<Arc<Snapshot>>,
+    /// The entities and feed files as last read, so a rescan of an unchanged file
+    /// reads nothing.
+    seen_entities: Option<files::Seen>,
+    seen_feed: Option<files::Seen>,
 }
 
 impl std::fmt::Debug for Store {
@@ -653,6 +634,8 @@ impl Store {
                 status,
                 failed_fingerprint: HashMap::new(),
                 retired: Vec::new(),
+                seen_entities: None,
+                seen_feed: None,
             }),
             metrics,
             remote,
@@ -853,20 +836,31 @@ impl Store {
             } else {
                 &current.revisions.entities
             };
-            // The entities file can be tens of megabytes: an unchanged one is only
-            // hashed, as it streams by, never held (a rescan every 30 s would otherwise
-            // leave its size in the allocator each time).
-            if input == Input::Entities
-                && let Ok(hash) = file_digest(path, true)
-                && Some(&hash) == known.as_ref()
-            {
-                observe(input, hash, state);
-                entities_unchanged_at = Some(path.clone());
-                continue;
-            }
-            match SourceFile::load(path) {
-                Ok(file) => {
+            // The entities file can be tens of megabytes: one that the metadata shows
+            // unchanged is not read, and an unchanged one is not held.
+            let loaded = if input == Input::Entities {
+                match files::read_changed(path, true, known.as_deref(), &mut state.seen_entities) {
+                    Ok(files::Content::Unchanged(hash)) => {
+                        observe(input, hash, state);
+                        entities_unchanged_at = Some(path.clone());
+                        continue;
+                    }
+                    Ok(files::Content::Changed(bytes, hash)) => {
+                        SourceFile::from_bytes(path, bytes).map(|file| (file, hash))
+                    }
+                    Err(source) => Err(PolicyError::Read {
+                        path: path.clone(),
+                        source,
+                    }),
+                }
+            } else {
+                SourceFile::load(path).map(|file| {
                     let hash = hash_files(std::slice::from_ref(&file));
+                    (file, hash)
+                })
+            };
+            match loaded {
+                Ok((file, hash)) => {
                     observe(input, hash.clone(), state);
                     if Some(&hash) != known.as_ref() {
                         if input == Input::Schema {
@@ -911,47 +905,32 @@ impl Store {
             }
         }
         if let Some(path) = self.sources.grants.as_ref().filter(|_| files) {
-            // As for the entities: an unchanged feed file is hashed, not held.
-            let unchanged = file_digest(path, false)
-                .ok()
-                .filter(|hash| Some(hash) == state.last_good.feed_hash.as_ref());
-            let read = match unchanged {
-                Some(hash) => Err(hash),
-                None => Ok(std::fs::read(path)),
-            };
-            if let Err(hash) = &read {
-                observe(Input::Grants, hash.clone(), state);
-            }
-            if let Ok(read) = read {
-                match read {
-                    Ok(bytes) => {
-                        let hash = hash_bytes(&bytes);
-                        observe(Input::Grants, hash.clone(), state);
-                        if Some(&hash) != state.last_good.feed_hash.as_ref() {
-                            let held = state.last_good.feed.as_ref();
-                            match read_document(&bytes, self.trust.as_ref(), held, now) {
-                                Ok(doc) => {
-                                    candidate.feed = Some(doc);
-                                    candidate.feed_hash = Some(hash);
-                                    changed.push(Input::Grants);
-                                }
-                                Err(e) => {
-                                    if let FeedFailure::Rejected(r) = &e {
-                                        feed_rejection = Some(r.reason);
-                                    }
-                                    failed.push((
-                                        Input::Grants,
-                                        format!("`{}`: {e}", path.display()),
-                                    ));
-                                }
+            // As for the entities: an unchanged feed file is not held, and not read
+            // when its metadata shows it unchanged.
+            let known = state.last_good.feed_hash.clone();
+            match files::read_changed(path, false, known.as_deref(), &mut state.seen_feed) {
+                Ok(files::Content::Unchanged(hash)) => observe(Input::Grants, hash, state),
+                Ok(files::Content::Changed(bytes, hash)) => {
+                    observe(Input::Grants, hash.clone(), state);
+                    let held = state.last_good.feed.as_ref();
+                    match read_document(&bytes, self.trust.as_ref(), held, now) {
+                        Ok(doc) => {
+                            candidate.feed = Some(doc);
+                            candidate.feed_hash = Some(hash);
+                            changed.push(Input::Grants);
+                        }
+                        Err(e) => {
+                            if let FeedFailure::Rejected(r) = &e {
+                                feed_rejection = Some(r.reason);
                             }
+                            failed.push((Input::Grants, format!("`{}`: {e}", path.display())));
                         }
                     }
-                    Err(e) => {
-                        let message = format!("cannot read `{}`: {e}", path.display());
-                        observe(Input::Grants, format!("error: {message}"), state);
-                        failed.push((Input::Grants, message));
-                    }
+                }
+                Err(e) => {
+                    let message = format!("cannot read `{}`: {e}", path.display());
+                    observe(Input::Grants, format!("error: {message}"), state);
+                    failed.push((Input::Grants, message));
                 }
             }
         }

@@ -212,21 +212,44 @@ fn the_entities_text_is_not_kept_but_a_policy_change_still_checks_the_entities()
     assert_ne!(f.store.current().revisions.entities, entities_revision);
 }
 
+/// The way every feed went before the one-pass path for plain documents: the envelope
+/// probe, then the document parser on the payload.
+fn read_in_two_passes(bytes: &[u8]) -> Result<Document, String> {
+    let payload = signing::open(bytes, None).map_err(|e| e.to_string())?;
+    feed::parse_document(&payload).map_err(|e| e.to_string())
+}
+
 #[test]
-fn a_streamed_file_digest_is_the_hash_of_its_content() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("e.json");
-    // Several read buffers long, and not a multiple of one.
-    let text: String = (0..70_000).map(|i| format!("{i},")).collect();
-    std::fs::write(&path, &text).unwrap();
-    let file = SourceFile {
-        path: path.clone(),
-        text: text.clone(),
-    };
-    assert_eq!(file_digest(&path, true).unwrap(), hash_files(&[file]));
-    assert_eq!(
-        file_digest(&path, false).unwrap(),
-        hash_bytes(text.as_bytes())
-    );
-    assert!(file_digest(&dir.path().join("missing"), false).is_err());
+fn a_feed_without_keys_reads_as_it_did_in_two_passes() {
+    let grant = r#"{"id":"g1","principal":"User::\"u\"","role":"r","scope":"Doc::\"d\"","not_before":"2026-01-01T00:00:00Z","expires_at":"2026-01-02T00:00:00Z"}"#;
+    let plain =
+        format!(r#"{{"revision":"7","generated_at":"2026-01-01T00:00:00Z","grants":[{grant}]}}"#);
+    let sealed = signing::seal(plain.as_bytes(), &[]);
+    let cases: Vec<Vec<u8>> = vec![
+        plain.clone().into_bytes(),
+        // An unsigned envelope: its payload is the document.
+        sealed.clone(),
+        // A document with a `payload` key is taken for an envelope (and fails as one).
+        br#"{"revision":"7","grants":[],"payload":"x"}"#.to_vec(),
+        // Two `payload` keys: the probe fails, so it is read as a plain document.
+        br#"{"revision":"7","grants":[],"payload":1,"payload":2}"#.to_vec(),
+        br#"{"revision":"7","revision":"8","grants":[]}"#.to_vec(),
+        br#"{"revision":"7","grants":[]} trailing"#.to_vec(),
+        br#"{"grants":[]}"#.to_vec(),
+        br#"[1,2]"#.to_vec(),
+        br#"{"revision":7,"grants":[]}"#.to_vec(),
+        br#"{"revision":"7","grants":[1,{"id":2}],"extra":{"deep":[true]}}"#.to_vec(),
+        b"not json".to_vec(),
+        Vec::new(),
+    ];
+    for bytes in cases {
+        let before = read_in_two_passes(&bytes).map(|d| format!("{d:?}"));
+        let now = read_document(&bytes, None, None, Timestamp::now())
+            .map(|d| format!("{d:?}"))
+            .map_err(|e| e.to_string());
+        assert_eq!(now, before, "{}", String::from_utf8_lossy(&bytes));
+    }
+    // The plain document goes the one-pass way, the envelope does not.
+    assert!(feed::parse_plain_document(plain.as_bytes()).is_some());
+    assert!(feed::parse_plain_document(&sealed).is_none());
 }

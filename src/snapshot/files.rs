@@ -1,0 +1,297 @@
+//! Reading a big input file (the grant feed, the entities) for a reload: one open, one
+//! read and one hash per attempt, and no read at all when the file's metadata shows it
+//! is the one read last time.
+//!
+//! One open matters: a path replaced by rename between two opens (hash, then read)
+//! gave the hash of one file and the content of another, and under frequent
+//! replacement most reloads then found "no change" and ended without a swap.
+
+use std::io::Read;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use sha2::{Digest, Sha256};
+
+/// How long after its last change a file's metadata may still miss a change: file
+/// times have the kernel's coarse granularity (a tick, a second on some filesystems),
+/// so a same-size write within that window can leave them as they were.
+const RACY: Duration = Duration::from_secs(2);
+
+/// What identifies one version of a file without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Identity {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Identity {
+    #[cfg(unix)]
+    fn of(meta: &std::fs::Metadata) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        Some(Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn of(_meta: &std::fs::Metadata) -> Option<Self> {
+        None
+    }
+
+    /// Whether a change after `at` is sure to change the identity: the file's last
+    /// change lies at least [`RACY`] before `at` (and not after it, as with a clock
+    /// that stepped back).
+    fn settled_at(&self, at: SystemTime) -> bool {
+        let Ok(at) = at.duration_since(SystemTime::UNIX_EPOCH) else {
+            return false;
+        };
+        let Some(horizon) = at.checked_sub(RACY) else {
+            return false;
+        };
+        let before = |(s, ns): (i64, i64)| {
+            u64::try_from(s)
+                .is_ok_and(|s| u32::try_from(ns).is_ok_and(|ns| Duration::new(s, ns) <= horizon))
+        };
+        before(self.mtime) && before(self.ctime)
+    }
+}
+
+/// The file an input was last read from, and the hash of what was read.
+#[derive(Debug, Clone)]
+pub(super) struct Seen {
+    identity: Identity,
+    /// The identity was settled when the file was read, so a later change of the file
+    /// changes its identity.
+    settled: bool,
+    hash: String,
+}
+
+/// A file as a reload found it.
+#[derive(Debug)]
+pub(super) enum Content {
+    /// Its hash is the one the caller knows; nothing is held.
+    Unchanged(String),
+    /// New content and its hash.
+    Changed(Vec<u8>, String),
+}
+
+/// Reads `path` unless it is the version `seen` recorded and that version hashes to
+/// `known`. The hash covers the path too when `with_path` (as `hash_files` does).
+/// `seen` is updated to what was read.
+pub(super) fn read_changed(
+    path: &Path,
+    with_path: bool,
+    known: Option<&str>,
+    seen: &mut Option<Seen>,
+) -> std::io::Result<Content> {
+    let mut file = std::fs::File::open(path)?;
+    // Metadata before content: a write during the read changes the file times after
+    // this, so the next reload sees a new identity and reads again.
+    let meta = file.metadata()?;
+    let checked_at = SystemTime::now();
+    let identity = Identity::of(&meta);
+    if let (Some(id), Some(s), Some(known)) = (identity, seen.as_ref(), known)
+        && s.settled
+        && s.identity == id
+        && s.hash == known
+    {
+        return Ok(Content::Unchanged(s.hash.clone()));
+    }
+    // Read and hashed a block at a time: a reload under load steps aside between
+    // blocks (one read of tens of megabytes holds the core for milliseconds).
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    let mut hasher = Hasher::new(with_path.then_some(path));
+    loop {
+        let from = bytes.len();
+        let n = (&mut file).take(BLOCK).read_to_end(&mut bytes)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(bytes.get(from..).unwrap_or_default());
+        crate::priority::pace();
+    }
+    let hash = hasher.finish();
+    *seen = identity.map(|identity| Seen {
+        identity,
+        settled: identity.settled_at(checked_at),
+        hash: hash.clone(),
+    });
+    if known == Some(hash.as_str()) {
+        Ok(Content::Unchanged(hash))
+    } else {
+        Ok(Content::Changed(bytes, hash))
+    }
+}
+
+/// How much of a file is read and hashed between two [`crate::priority::pace`] calls:
+/// about 0.1 ms of work.
+const BLOCK: u64 = 64 * 1024;
+
+/// The revision hash of `bytes` (of the file at `path`, when given): the first eight
+/// bytes of SHA-256, in hex.
+pub(super) fn digest(path: Option<&Path>, bytes: &[u8]) -> String {
+    let mut hasher = Hasher::new(path);
+    hasher.update(bytes);
+    hasher.finish()
+}
+
+/// [`digest`] over content that arrives in pieces.
+struct Hasher {
+    sha: Sha256,
+    with_path: bool,
+}
+
+impl Hasher {
+    fn new(path: Option<&Path>) -> Self {
+        let mut sha = Sha256::new();
+        if let Some(path) = path {
+            sha.update(path.as_os_str().as_encoded_bytes());
+            sha.update([0]);
+        }
+        Self {
+            sha,
+            with_path: path.is_some(),
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        self.sha.update(bytes);
+    }
+
+    fn finish(mut self) -> String {
+        if self.with_path {
+            self.sha.update([0]);
+        }
+        self.sha
+            .finalize()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use super::*;
+
+    fn identity(mtime: i64, ctime: i64) -> Identity {
+        Identity {
+            dev: 1,
+            ino: 2,
+            len: 3,
+            mtime: (mtime, 5),
+            ctime: (ctime, 7),
+        }
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn an_identity_is_settled_only_well_after_both_file_times() {
+        let t = 1_000_000;
+        assert!(identity(t, t).settled_at(at(1_000_003)));
+        // Within the racy window of either time.
+        assert!(!identity(t, t).settled_at(at(1_000_001)));
+        assert!(!identity(t - 10, t).settled_at(at(1_000_001)));
+        assert!(!identity(t, t - 10).settled_at(at(1_000_001)));
+        // File times after the clock (it stepped back) or before 1970.
+        assert!(!identity(t + 60, t).settled_at(at(1_000_003)));
+        assert!(!identity(-5, -5).settled_at(at(1_000_003)));
+        assert!(!identity(0, 0).settled_at(at(1)));
+    }
+
+    #[test]
+    fn the_hash_is_of_the_content_read_with_or_without_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.json");
+        let text: String = (0..70_000).map(|i| format!("{i},")).collect();
+        std::fs::write(&path, &text).unwrap();
+        let mut seen = None;
+        let Content::Changed(bytes, hash) = read_changed(&path, false, None, &mut seen).unwrap()
+        else {
+            panic!("nothing was known, so the content is new");
+        };
+        assert_eq!(bytes, text.as_bytes());
+        assert_eq!(hash, digest(None, text.as_bytes()));
+        assert_eq!(seen.as_ref().unwrap().hash, hash);
+        let mut seen = None;
+        let with_path = read_changed(&path, true, None, &mut seen).unwrap();
+        let expected = super::super::hash_files(&[crate::policy::SourceFile {
+            path: path.clone(),
+            text,
+        }]);
+        assert!(matches!(with_path, Content::Changed(_, h) if h == expected));
+        assert!(read_changed(&dir.path().join("missing"), false, None, &mut None).is_err());
+    }
+
+    #[test]
+    fn a_rewrite_in_place_is_read_even_with_the_same_size_and_an_old_mtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.json");
+        std::fs::write(&path, "aaaa").unwrap();
+        let mut seen = None;
+        let Content::Changed(_, first) = read_changed(&path, false, None, &mut seen).unwrap()
+        else {
+            panic!("new content");
+        };
+        // Known and recorded: the same file again is unchanged.
+        let again = read_changed(&path, false, Some(&first), &mut seen).unwrap();
+        assert!(matches!(&again, Content::Unchanged(h) if *h == first));
+        // Same size, and the modification time put back: the change time is recent,
+        // so the recorded identity is not trusted and the content is read.
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::fs::write(&path, "bbbb").unwrap();
+        let f = std::fs::File::options().write(true).open(&path).unwrap();
+        f.set_modified(mtime).unwrap();
+        drop(f);
+        let Content::Changed(bytes, _) =
+            read_changed(&path, false, Some(&first), &mut seen).unwrap()
+        else {
+            panic!("the rewrite must be seen");
+        };
+        assert_eq!(bytes, b"bbbb");
+    }
+
+    #[test]
+    fn a_settled_file_recorded_as_known_is_not_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.json");
+        std::fs::write(&path, "content").unwrap();
+        let mut seen = None;
+        let Content::Changed(_, hash) = read_changed(&path, false, None, &mut seen).unwrap() else {
+            panic!("new content");
+        };
+        // As if it had been read long after its last change.
+        seen.as_mut().unwrap().settled = true;
+        // A different recorded hash proves the answer came from the record, not from
+        // the file: the record is what `read_changed` trusts for a settled identity.
+        seen.as_mut().unwrap().hash = "recorded".into();
+        let answer = read_changed(&path, false, Some("recorded"), &mut seen).unwrap();
+        assert!(matches!(answer, Content::Unchanged(h) if h == "recorded"));
+        // Another known hash than the record's: read and hashed afresh.
+        let answer = read_changed(&path, false, Some("other"), &mut seen).unwrap();
+        assert!(matches!(answer, Content::Changed(_, h) if h == hash));
+        // A new file at the path (a rename) is a new identity: read, though the
+        // record still claims the known hash.
+        seen.as_mut().unwrap().settled = true;
+        seen.as_mut().unwrap().hash = "recorded".into();
+        std::fs::write(dir.path().join("next"), "renamed").unwrap();
+        std::fs::rename(dir.path().join("next"), &path).unwrap();
+        let answer = read_changed(&path, false, Some("recorded"), &mut seen).unwrap();
+        assert!(
+            matches!(answer, Content::Changed(b, h) if b == b"renamed" && h == digest(None, b"renamed"))
+        );
+    }
+}
