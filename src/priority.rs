@@ -8,11 +8,12 @@
 //!
 //! A nice value sets the reloader's share, not how long it holds the core: once the
 //! scheduler picks it, it runs a whole slice (milliseconds) while a woken request
-//! waits. So the reloader also paces itself ([`pace`]): when every core has a busy
-//! request worker, it works at most [`BURST`] at a stretch and then steps aside for
-//! up to [`REST`] while they stay busy.
+//! waits. So the reloader also paces itself ([`pace`]): while as many request workers
+//! as there are cores are running or waiting to run (as the kernel reports them in
+//! `/proc`), it works at most [`BURST`] at a stretch and then steps aside for up to
+//! [`REST`].
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -147,84 +148,113 @@ fn set_thread_nice(step: i32) -> NiceOutcome {
     }
 }
 
-/// The longest the reloader works at a stretch while every core has a busy request
-/// worker: the longest a request waits for it, beyond the kernel's own latency.
+/// The longest the reloader works at a stretch while requests want its core: about
+/// the longest a request waits for it, beyond the kernel's own latency.
 pub const BURST: Duration = Duration::from_micros(200);
 
-/// How long the reloader steps aside after a burst while the workers stay busy. With
-/// [`BURST`] it bounds the reloader's share of saturated cores to a fifth, and
-/// guarantees it that much: a 100,000-grant reload (about 0.35 s of CPU) still lands
-/// within two seconds under full load.
+/// How long, at most, the reloader steps aside after a burst while requests want its
+/// core. With [`BURST`] it caps the reloader's share of a saturated core at a fifth
+/// (never less than a burst per rest, so a reload always lands): under full load a
+/// 100,000-grant reload (about 0.4 s of CPU) took 2.5 to 5 s.
 pub const REST: Duration = Duration::from_micros(800);
 
 /// The steps the rest is taken in, so the reloader resumes soon after the workers
 /// go idle.
 const REST_STEP: Duration = Duration::from_micros(200);
 
-/// Worker threads of the request runtime, how many of them are parked (idle), and the
-/// cores the process may use: together they tell whether a reloader that runs takes a
-/// core from a request.
-static WORKERS: AtomicUsize = AtomicUsize::new(0);
-static PARKED: AtomicUsize = AtomicUsize::new(0);
+/// The request runtime's worker threads (their kernel thread ids), each registered the
+/// first time it parks, and the cores the process may use.
+static WORKER_TIDS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+static WORKERS_SEEN: AtomicUsize = AtomicUsize::new(0);
 static CORES: AtomicUsize = AtomicUsize::new(1);
-/// How often a request worker has unparked: a worker whose wakeup is pending still
-/// counts as parked, so work since the last look counts as contention too.
-static UNPARKS: AtomicUsize = AtomicUsize::new(0);
 
-/// Call when a request worker is about to park (`on_thread_park`).
-pub fn worker_parked() {
-    PARKED.fetch_add(1, Ordering::Relaxed);
+thread_local! {
+    static REGISTERED: Cell<bool> = const { Cell::new(false) };
+    /// The reloader's open `stat` files of the workers, and how many workers it knows.
+    static WATCHED: RefCell<(usize, Vec<std::fs::File>)> = const { RefCell::new((0, Vec::new())) };
 }
 
-/// Call when a request worker has unparked (`on_thread_unpark`).
-pub fn worker_unparked() {
-    UNPARKS.fetch_add(1, Ordering::Relaxed);
-    // Saturating: a worker that parked before `watch_workers` still balances.
-    let _ = PARKED.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-        Some(n.saturating_sub(1))
+/// Call from the request runtime's `on_thread_park`: registers the calling worker the
+/// first time (then a thread-local check only).
+pub fn worker_parked() {
+    REGISTERED.with(|done| {
+        if !done.replace(true) {
+            let tid = rustix::thread::gettid().as_raw_nonzero().get();
+            WORKER_TIDS
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(tid);
+            WORKERS_SEEN.fetch_add(1, Ordering::Release);
+        }
     });
 }
 
-/// Enables pacing against a runtime of `workers` request workers whose park and
-/// unpark call [`worker_parked`] and [`worker_unparked`]. Without it the reloader
-/// never steps aside.
-pub fn watch_workers(workers: usize) {
+/// Enables pacing against the workers that [`worker_parked`] registers. Without it the
+/// reloader never steps aside.
+pub fn watch_workers() {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     CORES.store(cores, Ordering::Relaxed);
-    WORKERS.store(workers, Ordering::Relaxed);
 }
 
-/// Whether a request may be waiting for the core the reloader runs on: every core the
-/// process may use has a busy request worker, or a worker has woken since `seen`
-/// unparks (one whose wakeup is pending still counts as parked, and on a saturated
-/// core the reloader is what it waits for).
-fn contended(seen: &Cell<usize>) -> bool {
-    let unparks = UNPARKS.load(Ordering::Relaxed);
-    let woke = unparks != seen.replace(unparks);
-    woke || contended_at(
-        WORKERS.load(Ordering::Relaxed),
-        PARKED.load(Ordering::Relaxed),
-        CORES.load(Ordering::Relaxed),
-    )
+/// Whether a request may be waiting for the core the reloader runs on: as many request
+/// workers are running or runnable as the process has cores. The kernel's view is
+/// what counts: a worker whose wakeup came while the reloader runs has not run yet,
+/// so nothing it could record in memory would tell.
+fn contended() -> bool {
+    let known = WORKERS_SEEN.load(Ordering::Acquire);
+    if known == 0 {
+        return false;
+    }
+    WATCHED.with(|watched| {
+        let mut watched = watched.borrow_mut();
+        if watched.0 != known {
+            let tids = WORKER_TIDS
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            watched.1 = tids.iter().filter_map(|tid| open_stat(*tid)).collect();
+            watched.0 = known;
+        }
+        let runnable = watched.1.iter().filter(|f| is_runnable(f)).count();
+        contended_at(runnable, CORES.load(Ordering::Relaxed))
+    })
 }
 
-/// With fewer busy workers than cores a core is free for the reloader.
-fn contended_at(workers: usize, parked: usize, cores: usize) -> bool {
-    workers > 0 && workers.saturating_sub(parked) >= cores
+/// With fewer running or runnable workers than cores, a core is free for the reloader.
+fn contended_at(runnable: usize, cores: usize) -> bool {
+    runnable > 0 && runnable >= cores
+}
+
+fn open_stat(tid: i32) -> Option<std::fs::File> {
+    std::fs::File::open(format!("/proc/self/task/{tid}/stat")).ok()
+}
+
+/// Whether the thread whose `stat` file this is is running or waiting to run; read
+/// afresh each time (a read at offset 0 regenerates the file).
+fn is_runnable(stat: &std::fs::File) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 512];
+    let n = stat.read_at(&mut buf, 0).unwrap_or(0);
+    state_of(buf.get(..n).unwrap_or_default()) == Some(b'R')
+}
+
+/// The state letter of a `stat` line: the first field after the command name, which
+/// is in parentheses and may itself contain `)` and spaces.
+fn state_of(stat: &[u8]) -> Option<u8> {
+    let close = stat.iter().rposition(|b| *b == b')')?;
+    stat.get(close + 2).copied()
 }
 
 thread_local! {
     /// When the current burst began, on a thread that paces itself (the reloader).
     static BURST_START: Cell<Option<Instant>> = const { Cell::new(None) };
-    /// The worker unparks counted at this thread's last look.
-    static SEEN_UNPARKS: Cell<usize> = const { Cell::new(0) };
 }
 
 /// A point where long work on the reloader may step aside for requests: call it
 /// between small units of work (a grant, a block of a file). Elsewhere, and while a
 /// core is free, it costs a clock read or less.
 pub fn pace() {
-    SEEN_UNPARKS.with(|seen| pace_with(|| contended(seen)));
+    pace_with(contended);
 }
 
 /// [`pace`] against `contended`; how long it stepped aside.
@@ -344,18 +374,66 @@ mod tests {
     }
 
     #[test]
-    fn contention_means_as_many_busy_workers_as_cores() {
-        // workers, parked, cores
+    fn contention_means_as_many_runnable_workers_as_cores() {
+        // runnable workers, cores
         assert!(
-            contended_at(1, 0, 1),
-            "the one worker of a pinned core is busy"
+            contended_at(1, 1),
+            "the one worker of a pinned core wants it"
         );
-        assert!(!contended_at(1, 1, 1), "it is parked");
-        assert!(!contended_at(0, 0, 1), "no runtime watched");
-        assert!(contended_at(4, 2, 2));
-        assert!(!contended_at(4, 3, 2), "a core is free");
-        assert!(!contended_at(1, 0, 4), "fewer workers than cores");
-        assert!(!contended_at(2, 5, 1), "more parks counted than workers");
+        assert!(!contended_at(0, 1), "it sleeps");
+        assert!(contended_at(2, 2) && contended_at(3, 2));
+        assert!(!contended_at(1, 2), "a core is free");
+    }
+
+    #[test]
+    fn the_state_letter_is_read_past_a_command_name_with_parentheses() {
+        assert_eq!(state_of(b"12 (tokio-rt-worker) R 1 2 3"), Some(b'R'));
+        assert_eq!(state_of(b"12 (a) b) (c) S 1 2"), Some(b'S'));
+        assert_eq!(state_of(b"12 (x)"), None);
+        assert_eq!(state_of(b""), None);
+    }
+
+    #[test]
+    fn a_spinning_thread_is_runnable_and_a_blocked_one_is_not() {
+        let tid = || rustix::thread::gettid().as_raw_nonzero().get();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (spinner_tid, spinner_started) = mpsc::channel();
+        let spinner = {
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                spinner_tid.send(tid()).unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        let (sleeper_tid, sleeper_started) = mpsc::channel();
+        let (wake, wait) = mpsc::channel::<()>();
+        let sleeper = std::thread::spawn(move || {
+            sleeper_tid.send(tid()).unwrap();
+            let _ = wait.recv();
+        });
+        let spinning = open_stat(spinner_started.recv().unwrap()).unwrap();
+        let blocked = open_stat(sleeper_started.recv().unwrap()).unwrap();
+        // Until the sleeper has blocked, it may still be running.
+        let mut tries = 0;
+        while is_runnable(&blocked) && tries < 1000 {
+            std::thread::sleep(Duration::from_millis(1));
+            tries += 1;
+        }
+        assert!(
+            !is_runnable(&blocked),
+            "a thread blocked on a channel sleeps"
+        );
+        // Read again and again from the same open file: each read is fresh.
+        for _ in 0..3 {
+            assert!(is_runnable(&spinning), "a spinning thread runs or waits to");
+            assert!(!is_runnable(&blocked));
+        }
+        stop.store(true, Ordering::Relaxed);
+        drop(wake);
+        spinner.join().unwrap();
+        sleeper.join().unwrap();
     }
 
     #[test]

@@ -788,11 +788,10 @@ pub fn run(args: ServeArgs) -> u8 {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_park(crate::priority::worker_parked)
-        .on_thread_unpark(crate::priority::worker_unparked)
         .build()
     {
         Ok(rt) => {
-            crate::priority::watch_workers(rt.metrics().num_workers());
+            crate::priority::watch_workers();
             rt
         }
         Err(err) => {
