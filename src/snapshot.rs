@@ -624,6 +624,16 @@ impl Store {
         }
         metrics.observe_snapshot(&snapshot, now);
         let snapshot_entities_revision = snapshot.revisions.entities.clone();
+        let seen_entities = sources
+            .entities
+            .as_deref()
+            .zip(snapshot_entities_revision.as_deref())
+            .and_then(|(path, hash)| files::seen_after_load(path, hash));
+        let seen_feed = sources
+            .grants
+            .as_deref()
+            .zip(raw.feed_hash.as_deref())
+            .and_then(|(path, hash)| files::seen_after_load(path, hash));
         let store = Self {
             current: ArcSwap::from_pointee(snapshot),
             sources,
@@ -634,8 +644,8 @@ impl Store {
                 status,
                 failed_fingerprint: HashMap::new(),
                 retired: Vec::new(),
-                seen_entities: None,
-                seen_feed: None,
+                seen_entities,
+                seen_feed,
             }),
             metrics,
             remote,

@@ -350,3 +350,41 @@ fn a_plain_grant_takes_the_fast_path() {
     assert!(fast.is_ok(), "{:?}", fast.err());
     assert!(de.end().is_ok());
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn the_paced_sort_sorts_as_the_standard_one(
+        mut v in proptest::collection::vec(0u16..50, 0..300),
+        run in 1usize..40,
+    ) {
+        let mut expected = v.clone();
+        expected.sort_unstable();
+        paced_sort_by_runs(&mut v, run);
+        proptest::prop_assert_eq!(v, expected);
+    }
+
+    /// The count by binary search is the count of grants `in_force` says are.
+    #[test]
+    fn in_force_count_is_the_number_of_grants_in_force(
+        windows in proptest::collection::vec((0i64..40, 0i64..40), 0..60),
+        at in proptest::collection::vec(-2i64..45, 1..12),
+    ) {
+        let base = 1_800_000_000i64;
+        let stamp = |offset: i64| Timestamp::from_second(base + offset).unwrap().to_string();
+        let grants: Vec<serde_json::Value> = windows
+            .iter()
+            .enumerate()
+            .map(|(i, (from, until))| {
+                grant(&format!("g-{i}"), &format!(r#"User::"u-{}""#, i % 7), "FinOpsManager", WS1, &stamp(*from), &stamp(*until))
+            })
+            .collect();
+        let index = index(&grants);
+        for offset in at {
+            let now = Timestamp::from_second(base + offset).unwrap();
+            let walked = index.iter().filter(|g| g.in_force(now)).count();
+            proptest::prop_assert_eq!(index.in_force_count(now), walked);
+        }
+    }
+}

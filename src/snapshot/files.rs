@@ -6,7 +6,7 @@
 //! gave the hash of one file and the content of another, and under frequent
 //! replacement most reloads then found "no change" and ended without a swap.
 
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -85,6 +85,12 @@ pub(super) enum Content {
 /// Reads `path` unless it is the version `seen` recorded and that version hashes to
 /// `known`. The hash covers the path too when `with_path` (as `hash_files` does).
 /// `seen` is updated to what was read.
+///
+/// * The recorded identity, settled, with the known hash: nothing is read.
+/// * The recorded identity, not settled: most likely unchanged, so the file is hashed
+///   as it streams by and nothing is held unless it did change (glibc keeps the space
+///   of a freed copy of a big file, so reading it whole on every rescan grows RSS).
+/// * Another identity (a new file, or nothing recorded): read whole and hashed once.
 pub(super) fn read_changed(
     path: &Path,
     with_path: bool,
@@ -97,27 +103,28 @@ pub(super) fn read_changed(
     let meta = file.metadata()?;
     let checked_at = SystemTime::now();
     let identity = Identity::of(&meta);
-    if let (Some(id), Some(s), Some(known)) = (identity, seen.as_ref(), known)
-        && s.settled
-        && s.identity == id
-        && s.hash == known
-    {
-        return Ok(Content::Unchanged(s.hash.clone()));
-    }
-    // Read and hashed a block at a time: a reload under load steps aside between
-    // blocks (one read of tens of megabytes holds the core for milliseconds).
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    let mut hasher = Hasher::new(with_path.then_some(path));
-    loop {
-        let from = bytes.len();
-        let n = (&mut file).take(BLOCK).read_to_end(&mut bytes)?;
-        if n == 0 {
-            break;
+    let recorded = seen
+        .as_ref()
+        .filter(|s| identity.is_some_and(|id| s.identity == id));
+    let path_in_hash = with_path.then_some(path);
+    if let (Some(s), Some(known)) = (recorded, known) {
+        if s.settled && s.hash == known {
+            return Ok(Content::Unchanged(s.hash.clone()));
         }
-        hasher.update(bytes.get(from..).unwrap_or_default());
-        crate::priority::pace();
+        let hash = stream(&mut file, path_in_hash, None)?;
+        if hash == known {
+            *seen = identity.map(|identity| Seen {
+                identity,
+                settled: identity.settled_at(checked_at),
+                hash: hash.clone(),
+            });
+            return Ok(Content::Unchanged(hash));
+        }
+        // Changed in place after all: read it again from the start.
+        file.seek(std::io::SeekFrom::Start(0))?;
     }
-    let hash = hasher.finish();
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    let hash = stream(&mut file, path_in_hash, Some(&mut bytes))?;
     *seen = identity.map(|identity| Seen {
         identity,
         settled: identity.settled_at(checked_at),
@@ -128,6 +135,47 @@ pub(super) fn read_changed(
     } else {
         Ok(Content::Changed(bytes, hash))
     }
+}
+
+/// What an input file looked like just after it was loaded with content hash `hash`
+/// (at startup): not settled, so the first reload still hashes it, as it streams by.
+/// Had the file been replaced in between, that hash tells.
+pub(super) fn seen_after_load(path: &Path, hash: &str) -> Option<Seen> {
+    let identity = Identity::of(&std::fs::metadata(path).ok()?)?;
+    Some(Seen {
+        identity,
+        settled: false,
+        hash: hash.to_owned(),
+    })
+}
+
+/// Hashes the rest of `file` a block at a time, appending it to `keep` when given; a
+/// reload under load steps aside between blocks (one read of tens of megabytes holds
+/// the core for milliseconds).
+fn stream(
+    file: &mut std::fs::File,
+    path: Option<&Path>,
+    mut keep: Option<&mut Vec<u8>>,
+) -> std::io::Result<String> {
+    let mut hasher = Hasher::new(path);
+    let mut block = Vec::new();
+    loop {
+        let buf = match keep.as_deref_mut() {
+            Some(bytes) => bytes,
+            None => {
+                block.clear();
+                &mut block
+            }
+        };
+        let from = buf.len();
+        let n = (&mut *file).take(BLOCK).read_to_end(buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(buf.get(from..).unwrap_or_default());
+        crate::priority::pace();
+    }
+    Ok(hasher.finish())
 }
 
 /// How much of a file is read and hashed between two [`crate::priority::pace`] calls:
@@ -265,6 +313,25 @@ mod tests {
     }
 
     #[test]
+    fn after_startup_an_unchanged_file_is_unchanged_and_a_replaced_one_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.json");
+        std::fs::write(&path, "loaded").unwrap();
+        let loaded = digest(None, b"loaded");
+        let mut seen = seen_after_load(&path, &loaded);
+        assert!(!seen.as_ref().unwrap().settled);
+        let answer = read_changed(&path, false, Some(&loaded), &mut seen).unwrap();
+        assert!(matches!(answer, Content::Unchanged(h) if h == loaded));
+        // Replaced between the load and the record: the record's hash is the loaded
+        // content's, and the stream shows the difference.
+        std::fs::write(&path, "other!").unwrap();
+        let mut seen = seen_after_load(&path, &loaded);
+        let answer = read_changed(&path, false, Some(&loaded), &mut seen).unwrap();
+        assert!(matches!(answer, Content::Changed(b, _) if b == b"other!"));
+        assert!(seen_after_load(&dir.path().join("missing"), &loaded).is_none());
+    }
+
+    #[test]
     fn a_settled_file_recorded_as_known_is_not_read_again() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.json");
@@ -280,9 +347,10 @@ mod tests {
         seen.as_mut().unwrap().hash = "recorded".into();
         let answer = read_changed(&path, false, Some("recorded"), &mut seen).unwrap();
         assert!(matches!(answer, Content::Unchanged(h) if h == "recorded"));
-        // Another known hash than the record's: read and hashed afresh.
+        // Another known hash than the record's: hashed as it streams by, found to
+        // differ, then read from the start.
         let answer = read_changed(&path, false, Some("other"), &mut seen).unwrap();
-        assert!(matches!(answer, Content::Changed(_, h) if h == hash));
+        assert!(matches!(answer, Content::Changed(b, h) if b == b"content" && h == hash));
         // A new file at the path (a rename) is a new identity: read, though the
         // record still claims the known hash.
         seen.as_mut().unwrap().settled = true;
