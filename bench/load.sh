@@ -49,59 +49,20 @@ CONNECTIONS=${CONNECTIONS:-64}
 PORT_BASE=${PORT_BASE:-18380}
 HALF_DELAY_MS=${HALF_DELAY_MS:-2}
 RELOAD_DEBOUNCE_MS=${RELOAD_DEBOUNCE_MS:-20}
-GRANTS=100000
-TARGET_GRANT=g-target-finops
+BENCH=load
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"
 
-die() {
-    echo "error: $*" >&2
-    exit 1
-}
-
-need() {
-    command -v "$1" >/dev/null 2>&1 || die "\`$1\` is not installed; $2"
-}
 need wrk "install it with: apt-get install -y wrk"
-need taskset "it is in util-linux: apt-get install -y util-linux"
 need curl "install it with: apt-get install -y curl"
 need perl "it is in perl-base: apt-get install -y perl-base"
-taskset -c 0 true 2>/dev/null && taskset -c 1 true 2>/dev/null ||
-    die "CPUs 0 and 1 must both be usable (server on 0, wrk on 1); this machine has $(nproc)"
+need_two_cpus
 [[ $DURATION =~ ^[0-9]+$ ]] && ((DURATION > 0)) || die "DURATION must be a positive integer"
 
-TMP=$(mktemp -d -t elevate-load.XXXXXX)
-PIDS=()
-
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ -n ${KEEP:-} ]]; then
-        echo "kept $TMP" >&2
-    else
-        rm -rf "$TMP"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-CLK_TCK=$(getconf CLK_TCK)
-BIN=$REPO/target/release/elevate
-FLOOR=$REPO/target/release/examples/hyper_floor
-GEN=$REPO/target/release/examples/gen_fixtures
-
-log() { printf '==> %s\n' "$*" >&2; }
 
 # ------------------------------------------------------------------ build + fixtures
 
-if [[ -z ${SKIP_BUILD:-} ]]; then
-    log "cargo build --release --bin elevate --examples"
-    cargo build --release --bin elevate --examples
-fi
-[[ -x $BIN && -x $FLOOR && -x $GEN ]] || die "release binaries missing; run without SKIP_BUILD"
+build_release "$BIN" "$FLOOR" "$GEN"
 
 log "fixtures (seeded) into $TMP/fixtures"
 "$GEN" "$TMP/fixtures" 0 "$GRANTS" >&2
@@ -116,49 +77,9 @@ ln "$FIX/grants-0.json" "$TMP/e0/grants.json"
 ln "$FIX/grants-$GRANTS.json" "$TMP/e100k/grants.json"
 ln "$FIX/grants-$GRANTS.json" "$TMP/ebig/grants.json"
 
-ROLE_BODY='{"principal":"User::\"u-7\"","action":"Action::\"readProject\"","resource":"Project::\"p-3-1\"","context":{"mfa":true}}'
-GRANT_BODY='{"principal":"User::\"u-7\"","action":"Action::\"createPaymentMethod\"","resource":"PaymentMethod::\"pm-42-0\"","context":{"mfa":true}}'
-
 # ------------------------------------------------------------------ helpers
 
-now_s() { date +%s.%N; }
 
-# utime + stime of a process (all its threads), in clock ticks.
-cpu_ticks() {
-    local rest
-    rest=$(sed 's/^.*) //' "/proc/$1/stat")
-    awk '{ print $12 + $13 }' <<<"$rest"
-}
-
-# Busy clock ticks of the whole machine (all CPUs): everything but idle and iowait.
-machine_busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
-
-# Percent of the machine (100 = one CPU) busy over SECONDS, for the idle check.
-machine_busy_pct() {
-    local a b
-    a=$(machine_busy_ticks)
-    sleep "$1"
-    b=$(machine_busy_ticks)
-    awk -v a="$a" -v b="$b" -v s="$1" -v hz="$CLK_TCK" 'BEGIN { printf "%.0f", (b - a) / hz / s * 100 }'
-}
-
-rss_mb() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
-
-# Cumulative user+sys seconds of this shell's reaped children (bash `times`, which must
-# run in this shell, not in a command substitution's subshell).
-children_cpu_s() {
-    times >"$TMP/run/times"
-    awk 'NR == 2 {
-        n = split($0, f, " "); s = 0
-        for (i = 1; i <= n; i++) { split(f[i], a, "m"); sub("s", "", a[2]); s += a[1] * 60 + a[2] }
-        printf "%.3f", s }' "$TMP/run/times" >"$TMP/run/times.s"
-}
-
-fmt_us() { awk -v u="$1" 'BEGIN { if (u < 1000) printf "%dµs", u; else printf "%.2fms", u / 1000 }'; }
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-SERVER_PID=
 # start_server NAME PORT READY_PATH CMD... : CMD pinned to CPU 0, waits until READY_PATH answers 200.
 start_server() {
     local name=$1 port=$2 ready=$3 i code
@@ -178,11 +99,6 @@ start_server() {
     done
     [[ $code == 200 ]] || die "$name not ready on port $port after 60 s"
     log "$name ready on 127.0.0.1:$port (pid $SERVER_PID, RSS $(rss_mb "$SERVER_PID") MB)"
-}
-
-stop_server() {
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
 }
 
 # check_answer PORT BODY DECISION [GRANT]: the answer must have DECISION (and name GRANT).

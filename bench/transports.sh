@@ -40,62 +40,23 @@ H2_STREAMS=${H2_STREAMS:-16}
 PIPE_CONNS=${PIPE_CONNS:-8}
 PIPE_DEPTH=${PIPE_DEPTH:-8}
 PORT_BASE=${PORT_BASE:-18480}
-GRANTS=100000
-TARGET_GRANT=g-target-finops
+BENCH=transports
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"
+LOADGEN=$REPO/target/release/examples/loadgen
 
-die() {
-    echo "error: $*" >&2
-    exit 1
-}
-
-need() {
-    command -v "$1" >/dev/null 2>&1 || die "\`$1\` is not installed; $2"
-}
 need wrk "install it with: apt-get install -y wrk"
-need taskset "it is in util-linux: apt-get install -y util-linux"
 need curl "install it with: apt-get install -y curl"
-taskset -c 0 true 2>/dev/null && taskset -c 1 true 2>/dev/null ||
-    die "CPUs 0 and 1 must both be usable (server on 0, load on 1); this machine has $(nproc)"
+need_two_cpus
 for var in DURATION CONNECTIONS H2_CONNS H2_STREAMS PIPE_CONNS PIPE_DEPTH; do
     [[ ${!var} =~ ^[0-9]+$ ]] && ((${!var} > 0)) || die "$var must be a positive integer, not \`${!var}\`"
 done
 [[ $WARMUP =~ ^[0-9]+$ ]] || die "WARMUP must be a whole number of seconds, not \`$WARMUP\`"
 
-TMP=$(mktemp -d -t elevate-transports.XXXXXX)
-PIDS=()
-
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ -n ${KEEP:-} ]]; then
-        echo "kept $TMP" >&2
-    else
-        rm -rf "$TMP"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-CLK_TCK=$(getconf CLK_TCK)
-BIN=$REPO/target/release/elevate
-FLOOR=$REPO/target/release/examples/hyper_floor
-GEN=$REPO/target/release/examples/gen_fixtures
-LOADGEN=$REPO/target/release/examples/loadgen
-
-log() { printf '==> %s\n' "$*" >&2; }
 
 # ------------------------------------------------------------------ build + fixtures
 
-if [[ -z ${SKIP_BUILD:-} ]]; then
-    log "cargo build --release --bin elevate --examples"
-    cargo build --release --bin elevate --examples
-fi
-[[ -x $BIN && -x $FLOOR && -x $GEN && -x $LOADGEN ]] || die "release binaries missing; run without SKIP_BUILD"
+build_release "$BIN" "$FLOOR" "$GEN" "$LOADGEN"
 
 # The same fixtures as bench/load.sh (seeded: 2,000 users, 200 workspaces, grants
 # over 50,000 principals).
@@ -105,37 +66,11 @@ FIX=$TMP/fixtures
 mkdir -p "$TMP/e100k" "$TMP/run"
 ln "$FIX/grants-$GRANTS.json" "$TMP/e100k/grants.json"
 
-ROLE_BODY='{"principal":"User::\"u-7\"","action":"Action::\"readProject\"","resource":"Project::\"p-3-1\"","context":{"mfa":true}}'
-GRANT_BODY='{"principal":"User::\"u-7\"","action":"Action::\"createPaymentMethod\"","resource":"PaymentMethod::\"pm-42-0\"","context":{"mfa":true}}'
 ROLE_EXPECT='"decision":"Allow"'
 GRANT_EXPECT="\"grants\":[\"$TARGET_GRANT\"]"
 
 # ------------------------------------------------------------------ helpers
 
-now_s() { date +%s.%N; }
-
-# utime + stime of a process (all its threads), in clock ticks.
-cpu_ticks() {
-    local rest
-    rest=$(sed 's/^.*) //' "/proc/$1/stat")
-    awk '{ print $12 + $13 }' <<<"$rest"
-}
-
-machine_busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
-
-# Cumulative user+sys seconds of this shell's reaped children, into $TMP/run/times.s
-# (bash `times` must run in this shell, not in a command substitution's subshell).
-children_cpu_s() {
-    times >"$TMP/run/times"
-    awk 'NR == 2 {
-        n = split($0, f, " "); s = 0
-        for (i = 1; i <= n; i++) { split(f[i], a, "m"); sub("s", "", a[2]); s += a[1] * 60 + a[2] }
-        printf "%.3f", s }' "$TMP/run/times" >"$TMP/run/times.s"
-}
-
-fmt_us() { awk -v u="$1" 'BEGIN { if (u < 1000) printf "%dµs", u; else printf "%.2fms", u / 1000 }'; }
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # curl_to ENDPOINT ARGS...: curl against "tcp:PORT" or "unix:PATH" (the URL's host
 # part is then ignored).
@@ -156,7 +91,6 @@ target_flags() {
     esac
 }
 
-SERVER_PID=
 # start_server NAME ENDPOINT READY_PATH CMD...: CMD pinned to CPU 0; waits until
 # READY_PATH answers 200 on ENDPOINT.
 start_server() {
@@ -179,11 +113,6 @@ start_server() {
     done
     [[ $code == 200 ]] || die "$name not ready on $endpoint after 60 s"
     log "$name ready on $endpoint (pid $SERVER_PID)"
-}
-
-stop_server() {
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
 }
 
 # check_answer ENDPOINT BODY EXPECT: one answer, before any measurement, must contain EXPECT.
