@@ -163,15 +163,24 @@ pub const REST: Duration = Duration::from_micros(800);
 const REST_STEP: Duration = Duration::from_micros(200);
 
 /// The request runtime's worker threads (their kernel thread ids), each registered the
-/// first time it parks, and the cores the process may use.
+/// first time it parks (`on_thread_park`); with none registered the reloader never
+/// steps aside.
 static WORKER_TIDS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 static WORKERS_SEEN: AtomicUsize = AtomicUsize::new(0);
-static CORES: AtomicUsize = AtomicUsize::new(1);
+
+/// What the reloader watches, refreshed when a worker registers: the workers' open
+/// `stat` files and the cores the process may use.
+struct Watched {
+    known: usize,
+    stats: Vec<std::fs::File>,
+    cores: usize,
+}
 
 thread_local! {
     static REGISTERED: Cell<bool> = const { Cell::new(false) };
-    /// The reloader's open `stat` files of the workers, and how many workers it knows.
-    static WATCHED: RefCell<(usize, Vec<std::fs::File>)> = const { RefCell::new((0, Vec::new())) };
+    static WATCHED: RefCell<Watched> = const {
+        RefCell::new(Watched { known: 0, stats: Vec::new(), cores: 1 })
+    };
 }
 
 /// Call from the request runtime's `on_thread_park`: registers the calling worker the
@@ -189,13 +198,6 @@ pub fn worker_parked() {
     });
 }
 
-/// Enables pacing against the workers that [`worker_parked`] registers. Without it the
-/// reloader never steps aside.
-pub fn watch_workers() {
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    CORES.store(cores, Ordering::Relaxed);
-}
-
 /// Whether a request may be waiting for the core the reloader runs on: as many request
 /// workers are running or runnable as the process has cores. The kernel's view is
 /// what counts: a worker whose wakeup came while the reloader runs has not run yet,
@@ -207,16 +209,19 @@ fn contended() -> bool {
     }
     WATCHED.with(|watched| {
         let mut watched = watched.borrow_mut();
-        if watched.0 != known {
+        if watched.known != known {
             let tids = WORKER_TIDS
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone();
-            watched.1 = tids.iter().filter_map(|tid| open_stat(*tid)).collect();
-            watched.0 = known;
+            *watched = Watched {
+                known,
+                stats: tids.iter().filter_map(|tid| open_stat(*tid)).collect(),
+                cores: std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            };
         }
-        let runnable = watched.1.iter().filter(|f| is_runnable(f)).count();
-        contended_at(runnable, CORES.load(Ordering::Relaxed))
+        let runnable = watched.stats.iter().filter(|f| is_runnable(f)).count();
+        contended_at(runnable, watched.cores)
     })
 }
 

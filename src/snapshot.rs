@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use jiff::Timestamp;
-use sha2::{Digest, Sha256};
 
 mod files;
 use tokio_util::sync::CancellationToken;
@@ -364,19 +363,14 @@ fn hash_bytes(bytes: &[u8]) -> String {
 }
 
 fn hash_files(files: &[SourceFile]) -> String {
-    let mut hasher = Sha256::new();
+    let mut hasher = files::Hasher::new(None);
     for f in files {
         hasher.update(f.path.as_os_str().as_encoded_bytes());
-        hasher.update([0]);
+        hasher.update(&[0]);
         hasher.update(f.text.as_bytes());
-        hasher.update([0]);
+        hasher.update(&[0]);
     }
-    hasher
-        .finalize()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hasher.finish()
 }
 
 /// Reload bookkeeping of one input, as `/v1/status` shows it.

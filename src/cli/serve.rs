@@ -790,10 +790,7 @@ pub fn run(args: ServeArgs) -> u8 {
         .on_thread_park(crate::priority::worker_parked)
         .build()
     {
-        Ok(rt) => {
-            crate::priority::watch_workers();
-            rt
-        }
+        Ok(rt) => rt,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
             return EXIT_FAILURE;

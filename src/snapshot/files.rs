@@ -73,6 +73,18 @@ pub(super) struct Seen {
     hash: String,
 }
 
+impl Seen {
+    /// The record of a file with `identity` (if it has one) whose content, read at
+    /// `at`, hashes to `hash`.
+    fn read(identity: Option<Identity>, at: SystemTime, hash: &str) -> Option<Self> {
+        identity.map(|identity| Self {
+            identity,
+            settled: identity.settled_at(at),
+            hash: hash.to_owned(),
+        })
+    }
+}
+
 /// A file as a reload found it.
 #[derive(Debug)]
 pub(super) enum Content {
@@ -113,11 +125,7 @@ pub(super) fn read_changed(
         }
         let hash = stream(&mut file, path_in_hash, None)?;
         if hash == known {
-            *seen = identity.map(|identity| Seen {
-                identity,
-                settled: identity.settled_at(checked_at),
-                hash: hash.clone(),
-            });
+            *seen = Seen::read(identity, checked_at, &hash);
             return Ok(Content::Unchanged(hash));
         }
         // Changed in place after all: read it again from the start.
@@ -125,11 +133,7 @@ pub(super) fn read_changed(
     }
     let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
     let hash = stream(&mut file, path_in_hash, Some(&mut bytes))?;
-    *seen = identity.map(|identity| Seen {
-        identity,
-        settled: identity.settled_at(checked_at),
-        hash: hash.clone(),
-    });
+    *seen = Seen::read(identity, checked_at, &hash);
     if known == Some(hash.as_str()) {
         Ok(Content::Unchanged(hash))
     } else {
@@ -191,13 +195,13 @@ pub(super) fn digest(path: Option<&Path>, bytes: &[u8]) -> String {
 }
 
 /// [`digest`] over content that arrives in pieces.
-struct Hasher {
+pub(super) struct Hasher {
     sha: Sha256,
     with_path: bool,
 }
 
 impl Hasher {
-    fn new(path: Option<&Path>) -> Self {
+    pub(super) fn new(path: Option<&Path>) -> Self {
         let mut sha = Sha256::new();
         if let Some(path) = path {
             sha.update(path.as_os_str().as_encoded_bytes());
@@ -209,11 +213,11 @@ impl Hasher {
         }
     }
 
-    fn update(&mut self, bytes: &[u8]) {
+    pub(super) fn update(&mut self, bytes: &[u8]) {
         self.sha.update(bytes);
     }
 
-    fn finish(mut self) -> String {
+    pub(super) fn finish(mut self) -> String {
         if self.with_path {
             self.sha.update([0]);
         }
