@@ -59,7 +59,6 @@ need perl "it is in perl-base: apt-get install -y perl-base"
 need_two_cpus
 [[ $DURATION =~ ^[0-9]+$ ]] && ((DURATION > 0)) || die "DURATION must be a positive integer"
 
-
 # ------------------------------------------------------------------ build + fixtures
 
 build_release "$BIN" "$FLOOR" "$GEN"
@@ -78,7 +77,6 @@ ln "$FIX/grants-$GRANTS.json" "$TMP/e100k/grants.json"
 ln "$FIX/grants-$GRANTS.json" "$TMP/ebig/grants.json"
 
 # ------------------------------------------------------------------ helpers
-
 
 # start_server NAME PORT READY_PATH CMD... : CMD pinned to CPU 0, waits until READY_PATH answers 200.
 start_server() {

@@ -53,7 +53,6 @@ for var in DURATION CONNECTIONS H2_CONNS H2_STREAMS PIPE_CONNS PIPE_DEPTH; do
 done
 [[ $WARMUP =~ ^[0-9]+$ ]] || die "WARMUP must be a whole number of seconds, not \`$WARMUP\`"
 
-
 # ------------------------------------------------------------------ build + fixtures
 
 build_release "$BIN" "$FLOOR" "$GEN" "$LOADGEN"
@@ -70,7 +69,6 @@ ROLE_EXPECT='"decision":"Allow"'
 GRANT_EXPECT="\"grants\":[\"$TARGET_GRANT\"]"
 
 # ------------------------------------------------------------------ helpers
-
 
 # curl_to ENDPOINT ARGS...: curl against "tcp:PORT" or "unix:PATH" (the URL's host
 # part is then ignored).

@@ -69,20 +69,17 @@ impl SourceFile {
     /// # Errors
     /// The file cannot be read or is not UTF-8.
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+        let bytes = std::fs::read(path).map_err(|source| PolicyError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            text,
-        })
+        Self::from_bytes(path, bytes)
     }
 
     /// A file's content already read as bytes.
     ///
     /// # Errors
-    /// The content is not UTF-8 (the error `load` gives for it).
+    /// The content is not UTF-8 (a [`PolicyError::Read`], as from `read_to_string`).
     pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self, PolicyError> {
         let text = String::from_utf8(bytes).map_err(|_| PolicyError::Read {
             path: path.to_path_buf(),

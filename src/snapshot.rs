@@ -365,10 +365,8 @@ fn hash_bytes(bytes: &[u8]) -> String {
 fn hash_files(files: &[SourceFile]) -> String {
     let mut hasher = files::Hasher::new(None);
     for f in files {
-        hasher.update(f.path.as_os_str().as_encoded_bytes());
-        hasher.update(&[0]);
+        hasher.open_file(&f.path);
         hasher.update(f.text.as_bytes());
-        hasher.update(&[0]);
     }
     hasher.finish()
 }

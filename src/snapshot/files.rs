@@ -194,22 +194,39 @@ pub(super) fn digest(path: Option<&Path>, bytes: &[u8]) -> String {
     hasher.finish()
 }
 
-/// [`digest`] over content that arrives in pieces.
+/// [`digest`] over content that arrives in pieces. A file's content is framed by its
+/// path: `path`, 0, content, 0, so the digest of a set of files (`hash_files`) and of
+/// one file streamed from disk are the same thing.
 pub(super) struct Hasher {
     sha: Sha256,
-    with_path: bool,
+    /// A file is open: its closing 0 is still to come.
+    in_file: bool,
 }
 
 impl Hasher {
+    /// A digest of bare bytes, or of the file at `path` when given.
     pub(super) fn new(path: Option<&Path>) -> Self {
-        let mut sha = Sha256::new();
+        let mut hasher = Self {
+            sha: Sha256::new(),
+            in_file: false,
+        };
         if let Some(path) = path {
-            sha.update(path.as_os_str().as_encoded_bytes());
-            sha.update([0]);
+            hasher.open_file(path);
         }
-        Self {
-            sha,
-            with_path: path.is_some(),
+        hasher
+    }
+
+    /// Starts the content of the file at `path` (ending the one before, if any).
+    pub(super) fn open_file(&mut self, path: &Path) {
+        self.close_file();
+        self.sha.update(path.as_os_str().as_encoded_bytes());
+        self.sha.update([0]);
+        self.in_file = true;
+    }
+
+    fn close_file(&mut self) {
+        if std::mem::take(&mut self.in_file) {
+            self.sha.update([0]);
         }
     }
 
@@ -218,9 +235,7 @@ impl Hasher {
     }
 
     pub(super) fn finish(mut self) -> String {
-        if self.with_path {
-            self.sha.update([0]);
-        }
+        self.close_file();
         self.sha
             .finalize()
             .iter()
@@ -289,15 +304,34 @@ mod tests {
     }
 
     #[test]
+    fn each_file_is_framed_by_its_path_and_a_zero() {
+        let (a, b) = (Path::new("/x/a"), Path::new("/x/b"));
+        let mut hasher = Hasher::new(Some(a));
+        hasher.update(b"one");
+        hasher.open_file(b);
+        hasher.update(b"two");
+        assert_eq!(hasher.finish(), digest(None, b"/x/a\0one\0/x/b\0two\0"));
+        assert_eq!(digest(Some(a), b"one"), digest(None, b"/x/a\0one\0"));
+    }
+
+    /// `dir/g.json` written with `content` and read the first time: its path, the
+    /// hash of what was read, and the record of it.
+    fn first_read(dir: &Path, content: &str) -> (std::path::PathBuf, String, Option<Seen>) {
+        let path = dir.join("g.json");
+        std::fs::write(&path, content).unwrap();
+        let mut seen = None;
+        let Content::Changed(bytes, hash) = read_changed(&path, false, None, &mut seen).unwrap()
+        else {
+            panic!("nothing was known, so the content is new");
+        };
+        assert_eq!(bytes, content.as_bytes());
+        (path, hash, seen)
+    }
+
+    #[test]
     fn a_rewrite_in_place_is_read_even_with_the_same_size_and_an_old_mtime() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("g.json");
-        std::fs::write(&path, "aaaa").unwrap();
-        let mut seen = None;
-        let Content::Changed(_, first) = read_changed(&path, false, None, &mut seen).unwrap()
-        else {
-            panic!("new content");
-        };
+        let (path, first, mut seen) = first_read(dir.path(), "aaaa");
         // Known and recorded: the same file again is unchanged.
         let again = read_changed(&path, false, Some(&first), &mut seen).unwrap();
         assert!(matches!(&again, Content::Unchanged(h) if *h == first));
@@ -338,12 +372,7 @@ mod tests {
     #[test]
     fn a_settled_file_recorded_as_known_is_not_read_again() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("g.json");
-        std::fs::write(&path, "content").unwrap();
-        let mut seen = None;
-        let Content::Changed(_, hash) = read_changed(&path, false, None, &mut seen).unwrap() else {
-            panic!("new content");
-        };
+        let (path, hash, mut seen) = first_read(dir.path(), "content");
         // As if it had been read long after its last change.
         seen.as_mut().unwrap().settled = true;
         // A different recorded hash proves the answer came from the record, not from

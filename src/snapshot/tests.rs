@@ -153,6 +153,29 @@ fn a_deleted_feed_keeps_the_last_good_grants() {
 }
 
 #[test]
+fn an_entities_file_that_is_not_utf8_or_gone_keeps_the_last_good_entities() {
+    let f = Fixture::new();
+    let revision = f.store.current().revisions.entities.clone();
+    std::fs::write(f.dir.path().join("e.json"), b"[\xff\xfe]").unwrap();
+    assert!(!f.store.reload(Timestamp::now()));
+    let error = f.error_of(Input::Entities).unwrap();
+    assert!(
+        error.contains("e.json") && error.contains("UTF-8"),
+        "{error}"
+    );
+    assert_eq!(f.errors_counted("entities"), 1);
+    std::fs::remove_file(f.dir.path().join("e.json")).unwrap();
+    assert!(!f.store.reload(Timestamp::now()));
+    assert!(f.error_of(Input::Entities).unwrap().contains("e.json"));
+    assert_eq!(f.store.current().revisions.entities, revision);
+    assert_eq!(f.store.current().generation, 1);
+    // Back as it was: the error clears and nothing is rebuilt.
+    f.write("e.json", ENTITIES_V1);
+    assert!(!f.store.reload(Timestamp::now()));
+    assert_eq!(f.error_of(Input::Entities), None);
+}
+
+#[test]
 fn the_entities_text_is_not_kept_but_a_policy_change_still_checks_the_entities() {
     let f = Fixture::new();
     let entities_revision = f.store.current().revisions.entities.clone();
